@@ -1,0 +1,1 @@
+"""Easel: a self-hosted Discord bot that turns prompts into images."""

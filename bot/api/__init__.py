@@ -1,0 +1,1 @@
+"""The async Images API core: typed requests, providers, retries, validation; no Discord here."""

@@ -1,0 +1,52 @@
+"""Turn provider payloads (base64 or raw bytes) into GeneratedImage values.
+
+Pillow reads only each image's header here; run these functions with `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+from collections.abc import Iterable
+
+from PIL import Image, UnidentifiedImageError
+
+from bot.api.types import GeneratedImage
+from bot.errors import ProviderUnavailable
+
+_MIMES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+_SVG_SIZE = re.compile(rb'<svg[^>]*?\swidth="(\d+)(?:px)?"[^>]*?\sheight="(\d+)(?:px)?"', re.S)
+
+
+def describe(data: bytes) -> GeneratedImage:
+    """Type and pixel size of image bytes; ProviderUnavailable when they are not an image."""
+    head = data[:512].lstrip()
+    if head.startswith((b"<svg", b"<?xml")) and b"<svg" in data[:4096]:
+        match = _SVG_SIZE.search(data[:4096])
+        width, height = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+        return GeneratedImage(data=data, mime="image/svg+xml", width=width, height=height)
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            mime = _MIMES.get(image.format or "", f"image/{(image.format or 'octet-stream').lower()}")
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise ProviderUnavailable("The image service sent back something that is not an image.") from None
+    return GeneratedImage(data=data, mime=mime, width=width, height=height)
+
+
+def decode_b64(payload: str) -> bytes:
+    """Base64 text to bytes; ProviderUnavailable when it is not base64."""
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProviderUnavailable("The image service sent back an image that could not be decoded.") from None
+
+
+def describe_all(blobs: Iterable[bytes]) -> tuple[GeneratedImage, ...]:
+    return tuple(describe(blob) for blob in blobs)
+
+
+def decode_all(payloads: Iterable[str]) -> tuple[GeneratedImage, ...]:
+    return tuple(describe(decode_b64(p)) for p in payloads)

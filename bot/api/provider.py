@@ -1,0 +1,40 @@
+"""The one interface every image provider implements.
+
+Providers receive requests the client has already checked against the catalogue, with the model's
+defaults filled in and the end user's id already hashed. They return plain results or raise EaselErrors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from bot.api.types import EditRequest, GenerateRequest, ImageResult, StreamEvent, VaryRequest
+from bot.catalogue import ModelSpec
+
+
+class ImageProvider(Protocol):
+    """Something that turns requests into images."""
+
+    name: str
+    """Short id shown in results and logs: openai, azure, compatible, thread, mock."""
+    follows_lifecycle: bool
+    """True when the provider retires models on OpenAI's dates (so shut-down models are refused)."""
+    offers_variations: bool
+    """True when a model's variations endpoint can be used through this provider."""
+
+    async def generate(self, spec: ModelSpec, req: GenerateRequest) -> ImageResult: ...
+
+    async def edit(self, spec: ModelSpec, req: EditRequest) -> ImageResult: ...
+
+    async def variations(self, spec: ModelSpec, req: VaryRequest) -> ImageResult: ...
+
+    def stream_generate(self, spec: ModelSpec, req: GenerateRequest) -> AsyncIterator[StreamEvent]:
+        """Partial images as they come, then one Completed; only called for models that stream."""
+        ...
+
+    def stream_edit(self, spec: ModelSpec, req: EditRequest) -> AsyncIterator[StreamEvent]: ...
+
+    async def aclose(self) -> None:
+        """Release what the provider itself opened (never the shared HTTP client)."""
+        ...

@@ -1,0 +1,52 @@
+"""Logging set-up, and redaction of secrets from anything that might be logged or shown."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+
+_PATTERNS = (
+    # OpenAI-style keys, bearer tokens in headers, and Discord bot tokens.
+    re.compile(r"sk-[A-Za-z0-9_\-*.]{6,}"),
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9_\-.=]+"),
+    re.compile(r"(?i)((?:api[-_]?key|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',]+"),
+    re.compile(r"[MNO][A-Za-z0-9_\-]{23,27}\.[A-Za-z0-9_\-]{6}\.[A-Za-z0-9_\-]{27,40}"),
+)
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` with API keys, bearer tokens, Discord tokens and the given secrets replaced by <redacted>."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "<redacted>")
+    for pattern in _PATTERNS:
+        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "<redacted>", text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites every record's message so secrets never reach a log handler."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self._secrets = tuple(s for s in secrets if s)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message, self._secrets)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def setup_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
+    """Log to stderr at `level`, with secrets redacted and chatty libraries quieted."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter(secrets))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("httpx", "httpcore", "discord.http", "discord.gateway"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
