@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.errors import ConfigError
@@ -37,7 +37,12 @@ class Settings(BaseSettings):
     """Every setting Easel reads. The README's table and `.env.example` list the same names."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True, validate_default=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        populate_by_name=True,
+        validate_default=True,
     )
 
     discord_token: SecretStr | None = Field(default=None, validation_alias="DISCORD_TOKEN")
@@ -80,10 +85,7 @@ class Settings(BaseSettings):
     azure_deployments: str = Field(default="", validation_alias="EASEL_AZURE_DEPLOYMENTS")
     """model=deployment pairs, comma-separated; a model without one uses its own name as deployment."""
 
-    thread_base_url: str = Field(
-        default="https://app.ai-client.com/api/v1",
-        validation_alias=AliasChoices("EASEL_THREAD_BASE_URL"),
-    )
+    thread_base_url: str = Field(default="https://app.ai-client.com/api/v1", validation_alias="EASEL_THREAD_BASE_URL")
     """The thread/entry API's base URL."""
     thread_token: SecretStr | None = Field(default=None, validation_alias="EASEL_THREAD_TOKEN")
     """Bearer token for the thread/entry API."""
@@ -152,8 +154,6 @@ def _describe(error: Any) -> str:
     loc = error.get("loc") or ("?",)
     field = str(loc[0])
     variable = _ALIASES.get(field, field)
-    if variable.startswith("AliasChoices"):
-        variable = field.upper()
     message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
     given = error.get("input")
     if variable == "EASEL_PROVIDER":

@@ -25,7 +25,7 @@ from bot.api.types import (
 )
 from bot.api.validate import RequestChecker
 from bot.catalogue import Catalogue, ModelSpec
-from bot.errors import ModelUnavailable
+from bot.errors import InvalidOption, ModelUnavailable
 
 # How an edit stands in for the variations endpoint, per strength.
 VARY_INSTRUCTIONS = {
@@ -123,7 +123,12 @@ class ImagesClient:
 
     # -- edit ---------------------------------------------------------------------------------------
 
+    def _provider_can(self, endpoint: str) -> bool:
+        return endpoint in self.provider.endpoints
+
     def check_edit(self, req: EditRequest) -> tuple[ModelSpec, EditRequest]:
+        if not self._provider_can("edit"):
+            raise InvalidOption(f"The {self.provider.name} image service cannot edit images.", param="model")
         spec = self.model(req.model)
         return spec, self._check.edit(spec, req, max_n=self.max_n)
 
@@ -162,10 +167,18 @@ class ImagesClient:
 
     def vary_plan(self, req: VaryRequest) -> tuple[ModelSpec, VaryRequest, EditRequest | None]:
         """The model, the checked request and, when variations go through edit, the edit to send."""
+        if not (self._provider_can("variations") or self._provider_can("edit")):
+            raise InvalidOption(f"The {self.provider.name} image service cannot vary images.", param="model")
         spec = self.vary_model(req.model)
         checked = self._check.vary(spec, req, max_n=self.max_n)
-        if spec.supports("variations") and self.provider.offers_variations:
+        if spec.supports("variations") and self._provider_can("variations"):
             return spec, checked, None
+        if not (spec.supports("edit") and self._provider_can("edit")):
+            raise InvalidOption(
+                f"{spec.name} can vary images only through its variations endpoint, which the "
+                f"{self.provider.name} image service does not offer.",
+                param="model",
+            )
         instruction = VARY_INSTRUCTIONS[checked.strength]
         if checked.prompt:
             instruction = f"{instruction} Also: {checked.prompt}"

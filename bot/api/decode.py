@@ -17,21 +17,25 @@ from bot.api.types import GeneratedImage
 from bot.errors import ProviderUnavailable
 
 _MIMES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
-_SVG_SIZE = re.compile(rb'<svg[^>]*?\swidth="(\d+)(?:px)?"[^>]*?\sheight="(\d+)(?:px)?"', re.S)
+_SVG_TAG = re.compile(rb"<svg\b[^>]*>", re.S)
+# XML attributes come in any order and either quote style.
+_SVG_EDGE = re.compile(rb"""\s(width|height)\s*=\s*["'](\d+)(?:px)?["']""")
 
 
 def describe(data: bytes) -> GeneratedImage:
     """Type and pixel size of image bytes; ProviderUnavailable when they are not an image."""
     head = data[:512].lstrip()
     if head.startswith((b"<svg", b"<?xml")) and b"<svg" in data[:4096]:
-        match = _SVG_SIZE.search(data[:4096])
-        width, height = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+        tag = _SVG_TAG.search(data[:4096])
+        edges = {name: int(value) for name, value in _SVG_EDGE.findall(tag.group(0))} if tag else {}
+        width, height = edges.get(b"width", 0), edges.get(b"height", 0)
         return GeneratedImage(data=data, mime="image/svg+xml", width=width, height=height)
     try:
         with Image.open(io.BytesIO(data)) as image:
             mime = _MIMES.get(image.format or "", f"image/{(image.format or 'octet-stream').lower()}")
             width, height = image.size
-    except (UnidentifiedImageError, OSError, ValueError):
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError):
+        # DecompressionBombError: a header claiming an absurd pixel count is not an image we can use either.
         raise ProviderUnavailable("The image service sent back something that is not an image.") from None
     return GeneratedImage(data=data, mime=mime, width=width, height=height)
 

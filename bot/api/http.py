@@ -143,8 +143,9 @@ def error_from_body(status: int | None, error: Mapping[str, Any], headers: Mappi
     meta = _Meta(status=status, code=code or kind, request_id=request_id)
 
     if code in CONTENT_CODES or inner_code == "ResponsibleAIPolicyViolation" or kind == "image_generation_user_error":
-        details = error.get("moderation_details") or {}
-        categories = tuple(str(c) for c in details.get("categories", ()) if isinstance(c, str))
+        details = error.get("moderation_details")
+        details = details if isinstance(details, dict) else {}
+        categories = tuple(str(c) for c in details.get("categories") or () if isinstance(c, str))
         stage = details.get("moderation_stage")
         what = {"input": "the prompt or input image", "output": "the generated image"}.get(str(stage), "this request")
         return ContentRejected(
@@ -255,9 +256,13 @@ async def send(
             return response
         try:
             await response.aread()
+        except httpx.TransportError:
+            # The error body broke off (streamed responses are read only here): map on the status alone.
+            error = error_from_body(response.status_code, {}, response.headers)
+        else:
+            error = error_from_response(response)
         finally:
             await response.aclose()
-        error = error_from_response(response)
         if retries < policy.max_retries and should_retry(response, error):
             delay = backoff(policy, retries, response.headers)
             if delay is not None:

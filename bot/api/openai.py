@@ -82,7 +82,7 @@ class OpenAIProvider:
 
     name = "openai"
     follows_lifecycle = True
-    offers_variations = True
+    endpoints = frozenset({"generate", "edit", "variations"})
 
     def __init__(
         self,

@@ -20,8 +20,8 @@ class ImageProvider(Protocol):
     """Short id shown in results and logs: openai, azure, compatible, thread, mock."""
     follows_lifecycle: bool
     """True when the provider retires models on OpenAI's dates (so shut-down models are refused)."""
-    offers_variations: bool
-    """True when a model's variations endpoint can be used through this provider."""
+    endpoints: frozenset[str]
+    """What this provider can do at all: generate, edit, variations (each model may do less)."""
 
     async def generate(self, spec: ModelSpec, req: GenerateRequest) -> ImageResult: ...
 

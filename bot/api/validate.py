@@ -7,7 +7,10 @@ to use instead, and returns the request with the model's defaults filled in.
 from __future__ import annotations
 
 import dataclasses
+import io
 from collections.abc import Callable, Iterable
+
+from PIL import Image, UnidentifiedImageError
 
 from bot.api.types import EditRequest, GenerateRequest, InputImage, VaryRequest
 from bot.catalogue import ModelSpec, parse_size
@@ -31,6 +34,16 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the image's header (Pillow reads no pixels), or None when it cannot be read."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError):
+        return None
+    return width, height
+
+
 def _choices(values: Iterable[str]) -> str:
     items = list(values)
     if len(items) <= 1:
@@ -51,11 +64,14 @@ class RequestChecker:
     def __init__(self, others: Iterable[ModelSpec] = ()) -> None:
         self._others = tuple(others)
 
-    def _option(self, spec: ModelSpec, param: str, value: str | None, allowed: tuple[str, ...], label: str) -> None:
+    def _option(
+        self, spec: ModelSpec, param: str, value: str | None, allowed: tuple[str, ...], label: str, *, field: str
+    ) -> None:
+        """`value` of request parameter `param` must be one of `allowed` (the spec's `field`)."""
         if value is None:
             return
         if not allowed:
-            who = _who(self._others, lambda s: bool(getattr(s, param)))
+            who = _who(self._others, lambda s: bool(getattr(s, field)))
             raise InvalidOption(f"{spec.name} takes no {label}; {who}.", param=param)
         if value not in allowed:
             raise InvalidOption(
@@ -87,8 +103,9 @@ class RequestChecker:
             return size
         parsed = parse_size(size)
         if parsed is None:
+            examples = [s for s in spec.sizes if parse_size(s) is not None][:3]
             raise InvalidOption(
-                f"size {size!r} is not a size: write WIDTHxHEIGHT, e.g. {_choices(spec.sizes[:3])}.", param="size"
+                f"size {size!r} is not a size: write WIDTHxHEIGHT, e.g. {_choices(examples)}.", param="size"
             )
         if spec.size_rule is None:
             raise InvalidOption(
@@ -106,7 +123,7 @@ class RequestChecker:
     def _quality(self, spec: ModelSpec, quality: str | None) -> str:
         if quality is None:
             return spec.default_quality
-        self._option(spec, "qualities", quality, spec.qualities, "quality")
+        self._option(spec, "quality", quality, spec.qualities, "quality", field="qualities")
         return quality
 
     def _output(
@@ -117,8 +134,8 @@ class RequestChecker:
         output_format: str | None,
         output_compression: int | None,
     ) -> None:
-        self._option(spec, "backgrounds", background, spec.backgrounds, "background")
-        self._option(spec, "output_formats", output_format, spec.output_formats, "output format")
+        self._option(spec, "background", background, spec.backgrounds, "background", field="backgrounds")
+        self._option(spec, "output_format", output_format, spec.output_formats, "output format", field="output_formats")
         if background == "transparent" and output_format not in (None, "png", "webp", "gif"):
             raise InvalidOption(
                 f"A transparent background needs png or webp output, not {output_format}.", param="background"
@@ -150,9 +167,9 @@ class RequestChecker:
         self._n(spec, req.n, max_n)
         size = self._size(spec, req.size)
         quality = self._quality(spec, req.quality)
-        self._option(spec, "styles", req.style, spec.styles, "style")
-        self._option(spec, "moderation", req.moderation, spec.moderation, "moderation")
-        self._option(spec, "complexity", req.complexity, spec.complexity, "complexity")
+        self._option(spec, "style", req.style, spec.styles, "style", field="styles")
+        self._option(spec, "moderation", req.moderation, spec.moderation, "moderation", field="moderation")
+        self._option(spec, "complexity", req.complexity, spec.complexity, "complexity", field="complexity")
         self._output(
             spec,
             background=req.background,
@@ -180,6 +197,15 @@ class RequestChecker:
                     f"The {what} is {len(image.data) / 1_048_576:.1f} MB; {spec.name} takes at most "
                     f"{limits.max_bytes / 1_048_576:.0f} MB: use a smaller image."
                 )
+            if limits.square_only:
+                size = image_size(image.data)
+                if size is None:
+                    raise BadImage(f"The {what} could not be read: upload it again as a {found.upper()} file.")
+                if size[0] != size[1]:
+                    raise BadImage(
+                        f"{spec.name} takes only square images, and the {what} is {size[0]}x{size[1]}: "
+                        "crop it to a square."
+                    )
         return found
 
     def edit(self, spec: ModelSpec, req: EditRequest, *, max_n: int | None = None) -> EditRequest:
@@ -205,8 +231,10 @@ class RequestChecker:
                 raise BadImage("The mask must be a PNG with transparent pixels where the image should change.")
         size = self._size(spec, req.size)
         quality = self._quality(spec, req.quality)
-        self._option(spec, "input_fidelity", req.input_fidelity, spec.input_fidelity, "input_fidelity")
-        self._option(spec, "complexity", req.complexity, spec.complexity, "complexity")
+        self._option(
+            spec, "input_fidelity", req.input_fidelity, spec.input_fidelity, "input_fidelity", field="input_fidelity"
+        )
+        self._option(spec, "complexity", req.complexity, spec.complexity, "complexity", field="complexity")
         self._output(
             spec,
             background=req.background,

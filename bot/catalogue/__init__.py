@@ -43,6 +43,16 @@ class SizeRule:
     min_pixels: int = 0
     max_pixels: int = 1024 * 1024
 
+    def __post_init__(self) -> None:
+        if self.multiple_of < 1:
+            raise ValueError("size_rule.multiple_of must be at least 1")
+        if self.max_aspect < 1:
+            raise ValueError("size_rule.max_aspect must be at least 1 (it bounds longer side / shorter side)")
+        if self.max_edge < self.multiple_of:
+            raise ValueError("size_rule.max_edge must be at least multiple_of")
+        if not 0 <= self.min_pixels <= self.max_pixels:
+            raise ValueError("size_rule needs 0 <= min_pixels <= max_pixels")
+
     def problems(self, width: int, height: int) -> list[str]:
         """Why `width`x`height` breaks the rule; empty when it is allowed."""
         found: list[str] = []
@@ -60,40 +70,37 @@ class SizeRule:
         return found
 
     def nearest(self, width: int, height: int) -> tuple[int, int]:
-        """The allowed size closest to `width`x`height` with about the same shape."""
-        w, h = float(max(width, 1)), float(max(height, 1))
+        """The allowed size closest to `width`x`height`, keeping its orientation (landscape stays landscape or square).
+
+        The shape is first brought within the aspect limit and scaled into the edge and pixel limits; then the grid
+        of multiples around that target is searched for the closest size the rule allows.
+        """
+        width, height = max(width, 1), max(height, 1)
+        w, h = float(width), float(height)
         if w / h > self.max_aspect:
             h = w / self.max_aspect
         elif h / w > self.max_aspect:
             w = h / self.max_aspect
-        for _ in range(2):
-            scale = 1.0
-            if max(w, h) > self.max_edge:
-                scale = self.max_edge / max(w, h)
-            if w * h * scale * scale > self.max_pixels:
-                scale = min(scale, (self.max_pixels / (w * h)) ** 0.5)
-            if w * h < self.min_pixels:
-                scale = (self.min_pixels / (w * h)) ** 0.5
-            w, h = w * scale, h * scale
+        scale = min(1.0, self.max_edge / max(w, h), (self.max_pixels / (w * h)) ** 0.5)
+        if w * h * scale * scale < self.min_pixels:
+            scale = (self.min_pixels / (w * h)) ** 0.5
+        w, h = w * scale, h * scale
         m = self.multiple_of
-
-        def snap(v: float, up: bool) -> int:
-            return max(m, (int(-(-v // m)) if up else int(v // m)) * m)
-
-        grow = w * h < self.min_pixels * 1.0001
-        best = (snap(w, grow), snap(h, grow))
-        if self.problems(*best):
-            # Rounding pushed it over a limit: step down (or up) one unit on the longer side until it fits.
-            bw, bh = best
-            for _ in range(64):
-                if not self.problems(bw, bh):
-                    break
-                if grow:
-                    bw, bh = (bw + m, bh) if bw <= bh else (bw, bh + m)
-                else:
-                    bw, bh = (bw - m, bh) if bw >= bh else (bw, bh - m)
-            best = (bw, bh)
-        return best
+        cw, ch = round(w / m), round(h / m)
+        # Rounding to the grid can break a limit at the edge of the allowed region; widen the search until it fits.
+        for radius in (3, 12, 48, 192):
+            best: tuple[float, int, int] | None = None
+            for i in range(max(1, cw - radius), cw + radius + 1):
+                for j in range(max(1, ch - radius), ch + radius + 1):
+                    bw, bh = i * m, j * m
+                    if (width > height and bw < bh) or (width < height and bw > bh) or self.problems(bw, bh):
+                        continue
+                    cost = (bw - w) ** 2 + (bh - h) ** 2
+                    if best is None or cost < best[0]:
+                        best = (cost, bw, bh)
+            if best is not None:
+                return best[1], best[2]
+        raise ValueError(f"no size near {width}x{height} satisfies {self}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,11 +169,10 @@ class ModelSpec:
         """Lifecycle on `today` (UTC) at OpenAI."""
         if self.shutdown is not None and today >= self.shutdown:
             return "shutdown"
-        if self.deprecated is not None and today >= self.deprecated:
-            return "deprecated"
-        if self.shutdown is not None:
-            return "deprecated"
-        return "active"
+        if self.deprecated is not None:
+            return "deprecated" if today >= self.deprecated else "active"
+        # A shutdown on the calendar without a deprecation date: deprecated until then.
+        return "deprecated" if self.shutdown is not None else "active"
 
     def supports(self, endpoint: Endpoint) -> bool:
         return endpoint in self.endpoints
@@ -240,6 +246,33 @@ def _strs(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _amount(value: Any) -> bool:
+    """A price or token count: a finite, non-negative TOML number."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < float("inf")
+
+
+def _prices(raw: Mapping[str, Any], where: str) -> Prices:
+    rows = raw.get("prices", {})
+    if not isinstance(rows, dict):
+        raise ConfigError(f'{where}.prices: expected a table like {{ unit = "tokens", text_in = 5.0 }}')
+    if rows.get("unit", "image") not in ("image", "tokens"):
+        raise ConfigError(f'{where}.prices.unit: expected "image" or "tokens", got {rows["unit"]!r}')
+    for key, value in rows.items():
+        if key != "unit" and not _amount(value):
+            raise ConfigError(f"{where}.prices.{key}: expected dollars as a non-negative number, got {value!r}")
+    per_image = raw.get("per_image", {})
+    if not isinstance(per_image, dict) or not all(
+        isinstance(row, dict) and all(_amount(v) for v in row.values()) for row in per_image.values()
+    ):
+        raise ConfigError(f'{where}.per_image: expected {{ quality = {{ "WxH" = dollars, ... }}, ... }}')
+    output_tokens = raw.get("output_tokens", {})
+    if not isinstance(output_tokens, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in output_tokens.values()
+    ):
+        raise ConfigError(f"{where}.output_tokens: expected {{ quality = whole number of tokens, ... }}")
+    return Prices(**rows, per_image=per_image, output_tokens=output_tokens)
+
+
 def _build(name: str, raw: Mapping[str, Any], source: str) -> ModelSpec:
     where = f"{source}: model {name!r}"
     unknown = sorted(set(raw) - _FIELDS)
@@ -263,11 +296,7 @@ def _build(name: str, raw: Mapping[str, Any], source: str) -> ModelSpec:
                 square_only=bool(edit_raw.get("square_only", True)),
                 mask=bool(edit_raw.get("mask", True)),
             )
-        prices = Prices(
-            **raw.get("prices", {}),
-            per_image=raw.get("per_image", {}),
-            output_tokens=raw.get("output_tokens", {}),
-        )
+        prices = _prices(raw, where)
         spec = ModelSpec(
             name=name,
             label=str(raw.get("label", name)),
@@ -321,10 +350,13 @@ def _resolve(raw: Mapping[str, Mapping[str, Any]], source: str) -> dict[str, dic
         if name in done:
             return done[name]
         if name in seen:
-            raise ConfigError(f"{source}: model {name!r} extends itself through {' -> '.join(seen)}")
+            cycle = " -> ".join((*seen[seen.index(name) :], name))
+            raise ConfigError(f"{source}: model {name!r} extends itself ({cycle})")
         table = dict(raw[name])
         parent = table.pop("extends", None)
         if parent is not None:
+            if not isinstance(parent, str):
+                raise ConfigError(f"{source}: model {name!r}: extends must be a model name, got {parent!r}")
             if parent not in raw:
                 raise ConfigError(f"{source}: model {name!r} extends unknown model {parent!r}")
             table = {**flat(parent, (*seen, name)), **table}
@@ -357,7 +389,7 @@ class Catalogue:
         if override is not None:
             source = str(override)
             try:
-                extra = tomllib.loads(override.read_text(encoding="utf-8")).get("models", {})
+                document = tomllib.loads(override.read_text(encoding="utf-8"))
             except OSError as exc:
                 raise ConfigError(
                     f"EASEL_CATALOGUE_FILE: cannot read {override} ({exc.strerror})", variable="EASEL_CATALOGUE_FILE"
@@ -366,14 +398,31 @@ class Catalogue:
                 raise ConfigError(
                     f"EASEL_CATALOGUE_FILE: {override} is not valid TOML ({exc})", variable="EASEL_CATALOGUE_FILE"
                 ) from None
+            stray = sorted(set(document) - {"models"})
+            if stray:
+                raise ConfigError(
+                    f"EASEL_CATALOGUE_FILE: {override} has unknown top-level key(s) {', '.join(stray)}; "
+                    'models go in [models."name"] tables',
+                    variable="EASEL_CATALOGUE_FILE",
+                )
+            extra = document.get("models", {})
+            if not isinstance(extra, dict):
+                raise ConfigError(
+                    f'EASEL_CATALOGUE_FILE: {override}: models must be tables like [models."name"]',
+                    variable="EASEL_CATALOGUE_FILE",
+                )
             for name, table in extra.items():
                 if not isinstance(table, dict):
-                    raise ConfigError(f"{override}: [models.{name!r}] must be a table")
+                    raise ConfigError(f'{override}: [models."{name}"] must be a table')
                 # An override of a shipped model changes only the fields it lists.
                 base = merged.get(name, {}) if "extends" not in table else {}
                 merged[name] = {**base, **table}
         flat = _resolve(merged, source)
-        return cls({name: _build(name, table, source) for name, table in flat.items()})
+        catalogue = cls({name: _build(name, table, source) for name, table in flat.items()})
+        for spec in catalogue:
+            if spec.replacement is not None and spec.replacement not in catalogue:
+                raise ConfigError(f"{source}: model {spec.name!r} names unknown replacement {spec.replacement!r}")
+        return catalogue
 
     def __iter__(self) -> Iterator[ModelSpec]:
         return iter(self._specs.values())

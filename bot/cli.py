@@ -1,0 +1,304 @@
+"""`python -m bot`: the core's face for admins and scripts.
+
+    python -m bot imagine "a lighthouse at dusk" [--model --size --quality --style --n --background --format --out]
+    python -m bot edit --image photo.png [--mask mask.png] "add a red balloon"
+    python -m bot vary --image photo.png [--n 2 --strength strong]
+    python -m bot models [--all]
+
+Expected errors are one line on stderr and exit code 2 (bad input or settings) or 1 (the provider failed);
+never a traceback. `--provider mock` works with no API key at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+from bot import pricing
+from bot.api.client import utc_today
+from bot.api.types import EditRequest, GenerateRequest, ImageResult, InputImage, VaryRequest
+from bot.api.validate import sniff_format
+from bot.catalogue import Catalogue, ModelSpec
+from bot.config import PROVIDERS, Settings, load_settings
+from bot.errors import BadImage, ConfigError, EaselError, ProviderError
+from bot.log import redact, setup_logging
+from bot.services import Core, load_catalogue, open_core
+
+EXIT_OK = 0
+EXIT_PROVIDER = 1
+EXIT_USAGE = 2
+MAX_INPUT_BYTES = 64 * 1024 * 1024
+_EXTENSIONS = {
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "image/webp": "webp",
+    "image/gif": "gif",
+    "image/svg+xml": "svg",
+}
+_MIMES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
+
+log = logging.getLogger(__name__)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m bot", description="Easel: prompts into images, on Discord and here.")
+    parser.add_argument("--env-file", default=".env", help="settings file to read (default .env)")
+    parser.add_argument("--provider", choices=PROVIDERS, help="override EASEL_PROVIDER for this run")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", help="model name (default EASEL_MODEL)")
+        p.add_argument("--size", help="WIDTHxHEIGHT or auto")
+        p.add_argument("--n", type=int, default=1, help="how many images")
+        p.add_argument("--out", type=Path, default=Path(), help="folder for the images (default: here)")
+
+    imagine = sub.add_parser("imagine", help="create images from a prompt")
+    imagine.add_argument("prompt")
+    common(imagine)
+    imagine.add_argument("--quality")
+    imagine.add_argument("--style")
+    imagine.add_argument("--background", choices=("auto", "opaque", "transparent"))
+    imagine.add_argument("--format", dest="output_format")
+    imagine.add_argument("--compression", type=int, dest="output_compression", help="0-100, jpeg/webp only")
+    imagine.add_argument("--complexity")
+
+    edit = sub.add_parser("edit", help="change an image where the mask (or its transparency) says")
+    edit.add_argument("prompt")
+    edit.add_argument("--image", type=Path, action="append", required=True, help="input image (repeatable)")
+    edit.add_argument("--mask", type=Path, help="PNG whose transparent pixels mark the area to change")
+    common(edit)
+    edit.add_argument("--quality")
+    edit.add_argument("--background", choices=("auto", "opaque", "transparent"))
+    edit.add_argument("--format", dest="output_format")
+    edit.add_argument("--fidelity", dest="input_fidelity", choices=("low", "high"))
+
+    vary = sub.add_parser("vary", help="make variations of an image")
+    vary.add_argument("--image", type=Path, required=True)
+    common(vary)
+    vary.add_argument("--strength", choices=("subtle", "strong"), default="subtle")
+    vary.add_argument("--prompt", help="an optional hint for the variation")
+
+    models = sub.add_parser("models", help="list the model catalogue with status and prices")
+    models.add_argument("--all", action="store_true", help="include shut-down models")
+    return parser
+
+
+def _read_image(path: Path) -> InputImage:
+    try:
+        size = path.stat().st_size
+        if size > MAX_INPUT_BYTES:
+            raise BadImage(
+                f"{path} is {size / 1_048_576:.0f} MB; use an image under {MAX_INPUT_BYTES // 1_048_576} MB."
+            )
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise BadImage(f"There is no file {path}.") from None
+    except IsADirectoryError:
+        raise BadImage(f"{path} is a folder, not an image.") from None
+    except OSError as exc:
+        raise BadImage(f"Cannot read {path} ({exc.strerror}).") from None
+    kind = sniff_format(data) or "png"
+    return InputImage(data=data, filename=path.name, mime=_MIMES.get(kind, "image/png"))
+
+
+def _save(result: ImageResult, out: Path, now: dt.datetime) -> list[Path]:
+    """Write the images as EASEL-YYYYmmdd_HHMMSS_<i>.<ext>, never overwriting a file."""
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = now.strftime("%Y%m%d_%H%M%S")
+    paths: list[Path] = []
+    for index, image in enumerate(result.images, start=1):
+        ext = _EXTENSIONS.get(image.mime, "bin")
+        path = out / f"EASEL-{stamp}_{index}.{ext}"
+        bump = 1
+        while path.exists():
+            bump += 1
+            path = out / f"EASEL-{stamp}_{index}-{bump}.{ext}"
+        tmp = path.with_suffix(path.suffix + ".part")
+        tmp.write_bytes(image.data)
+        tmp.replace(path)
+        paths.append(path)
+    return paths
+
+
+def _report(result: ImageResult, paths: Sequence[Path], spec: ModelSpec, estimate: int, out: TextIO) -> None:
+    for path, image in zip(paths, result.images, strict=True):
+        print(f"{path}  ({image.width}x{image.height} {image.mime})", file=out)
+    if result.mock:
+        print("mock: these are placeholder images drawn locally; nothing was charged", file=out)
+    if result.revised_prompt:
+        print(f"revised prompt: {result.revised_prompt}", file=out)
+    if result.variation and result.variation != "endpoint":
+        print(f"variation: through edit ({result.variation.removeprefix('edit-')})", file=out)
+    cost = 0 if result.mock else pricing.actual(spec, usage=result.usage, estimate=estimate)
+    print(
+        f"model {result.model} via {result.provider}, {result.provider_ms / 1000:.1f}s; "
+        f"estimate {pricing.format_usd(0 if result.mock else estimate)}, cost {pricing.format_usd(cost)}"
+        + (f" ({result.credits:g} credits)" if result.credits is not None else ""),
+        file=out,
+    )
+
+
+async def _imagine(core: Core, args: argparse.Namespace, out: TextIO) -> None:
+    req = GenerateRequest(
+        prompt=args.prompt,
+        model=args.model,
+        n=args.n,
+        size=args.size,
+        quality=args.quality,
+        style=args.style,
+        background=args.background,
+        output_format=args.output_format,
+        output_compression=args.output_compression,
+        complexity=args.complexity,
+        user="cli",
+    )
+    spec, checked = core.images.check_generate(req)
+    estimate = pricing.estimate(
+        spec, size=checked.size or spec.default_size, quality=checked.quality or "", n=checked.n, prompt=checked.prompt
+    )
+    result = await core.images.generate(req)
+    await _finish(result, spec, estimate, args.out, out)
+
+
+async def _edit(core: Core, args: argparse.Namespace, out: TextIO) -> None:
+    images = tuple([await asyncio.to_thread(_read_image, path) for path in args.image])
+    mask = await asyncio.to_thread(_read_image, args.mask) if args.mask else None
+    req = EditRequest(
+        prompt=args.prompt,
+        images=images,
+        mask=mask,
+        model=args.model,
+        n=args.n,
+        size=args.size,
+        quality=args.quality,
+        background=args.background,
+        output_format=args.output_format,
+        input_fidelity=args.input_fidelity,
+        user="cli",
+    )
+    spec, checked = core.images.check_edit(req)
+    estimate = pricing.estimate(
+        spec,
+        size=checked.size or spec.default_size,
+        quality=checked.quality or "",
+        n=checked.n,
+        prompt=checked.prompt,
+        input_images=len(images),
+    )
+    result = await core.images.edit(req)
+    await _finish(result, spec, estimate, args.out, out)
+
+
+async def _vary(core: Core, args: argparse.Namespace, out: TextIO) -> None:
+    image = await asyncio.to_thread(_read_image, args.image)
+    req = VaryRequest(
+        image=image, model=args.model, n=args.n, size=args.size, strength=args.strength, prompt=args.prompt, user="cli"
+    )
+    spec, checked, edit = core.images.vary_plan(req)
+    estimate = pricing.estimate(
+        spec,
+        size=checked.size or spec.default_size,
+        quality=(edit.quality if edit else None) or spec.default_quality,
+        n=checked.n,
+        prompt=edit.prompt if edit else "",
+        input_images=1 if edit else 0,
+    )
+    result = await core.images.vary(req)
+    await _finish(result, spec, estimate, args.out, out)
+
+
+async def _finish(result: ImageResult, spec: ModelSpec, estimate: int, folder: Path, out: TextIO) -> None:
+    paths = await asyncio.to_thread(_save, result, folder, dt.datetime.now(dt.UTC).astimezone())
+    _report(result, paths, spec, estimate, out)
+
+
+def list_models(catalogue: Catalogue, settings: Settings, *, show_all: bool, today: dt.date, out: TextIO) -> None:
+    """The catalogue as a table: name, status, endpoints, sizes and price."""
+    rows = [("model", "status", "does", "sizes", "price")]
+    for spec in sorted(catalogue, key=lambda s: s.released or dt.date.min, reverse=True):
+        status = spec.status(today)
+        if status == "shutdown" and not show_all:
+            continue
+        label: str = status
+        if status == "deprecated" and spec.shutdown:
+            label = f"deprecated, shuts down {spec.shutdown.isoformat()}"
+        elif status == "shutdown" and spec.shutdown:
+            label = f"shut down {spec.shutdown.isoformat()}" + (
+                f" (use {spec.replacement})" if spec.replacement else ""
+            )
+        if spec.name == settings.model:
+            label += ", default"
+        does = "/".join(e for e in ("generate", "edit", "variations") if e in spec.endpoints)
+        if "variations" not in spec.endpoints and "edit" in spec.endpoints:
+            does += " (+vary)"
+        sizes = "any WxH (" + ", ".join(spec.sizes[:4]) + ", …)" if spec.size_rule else ", ".join(spec.sizes)
+        rows.append((spec.name, label, does, sizes, pricing.price_summary(spec)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
+        print("  ".join([*cells, row[-1]]).rstrip(), file=out)
+    if not show_all:
+        print("(shut-down models hidden; --all shows them)", file=out)
+
+
+def run(argv: Sequence[str], *, out: TextIO | None = None) -> int:
+    """Parse `argv` and run the command; raises EaselError for expected failures."""
+    args = build_parser().parse_args(argv)
+    out = out or sys.stdout
+    overrides = {"provider": args.provider} if args.provider else {}
+    settings = load_settings(args.env_file if Path(args.env_file).exists() else None, **overrides)
+    setup_logging(settings.log_level if settings.log_level != "INFO" else "WARNING", settings.secrets())
+    if args.command is None:
+        print(
+            'Easel\'s Discord bot is not built yet; meanwhile try: python -m bot imagine "a red fox" --provider mock',
+            file=sys.stderr,
+        )
+        return EXIT_PROVIDER
+    if args.command == "models":
+        list_models(load_catalogue(settings), settings, show_all=args.all, today=utc_today(), out=out)
+        return EXIT_OK
+    if getattr(args, "n", 1) < 1:
+        raise ConfigError("--n must be at least 1.")
+    asyncio.run(_dispatch(settings, args, out))
+    return EXIT_OK
+
+
+async def _dispatch(settings: Settings, args: argparse.Namespace, out: TextIO) -> None:
+    async with open_core(settings) as core:
+        handler = {"imagine": _imagine, "edit": _edit, "vary": _vary}[args.command]
+        await handler(core, args, out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: run and turn expected errors into one line on stderr and an exit code."""
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except ProviderError as exc:
+        print(f"error: {redact(exc.message)}", file=sys.stderr)
+        return EXIT_PROVIDER
+    except EaselError as exc:
+        print(f"error: {redact(exc.message)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_PROVIDER

@@ -1,0 +1,127 @@
+"""Composition: build the core's services from settings, and own their lifetimes.
+
+`open_core()` is the one place that creates the process's `httpx.AsyncClient` and the image provider,
+and closes them in reverse order. The CLI uses it directly; the Discord bot opens it in `setup_hook`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+
+from bot.api.client import ImagesClient
+from bot.api.http import DEFAULT_TIMEOUT, RetryPolicy, Sleep
+from bot.api.mock import MockProvider
+from bot.api.openai import AzureProvider, CompatibleProvider, OpenAIProvider
+from bot.api.provider import ImageProvider
+from bot.api.thread import ThreadProvider
+from bot.catalogue import Catalogue
+from bot.config import Settings
+from bot.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Core:
+    """The core services one process shares."""
+
+    settings: Settings
+    catalogue: Catalogue
+    http: httpx.AsyncClient
+    provider: ImageProvider
+    images: ImagesClient
+
+
+def settings_problems(settings: Settings, catalogue: Catalogue) -> list[str]:
+    """Every reason these settings cannot serve images, one line each (empty when fine)."""
+    problems = settings.provider_problems()
+    if catalogue.find(settings.model) is None:
+        known = ", ".join(spec.name for spec in catalogue)
+        problems.append(f"EASEL_MODEL: unknown model {settings.model!r}; choose one of {known}")
+    return problems
+
+
+def load_catalogue(settings: Settings) -> Catalogue:
+    return Catalogue.load(settings.catalogue_file)
+
+
+def build_provider(settings: Settings, http: httpx.AsyncClient, *, sleep: Sleep | None = None) -> ImageProvider:
+    """The provider EASEL_PROVIDER names, wired to the shared HTTP client."""
+    retry = RetryPolicy(max_retries=settings.max_retries, sleep=sleep or asyncio.sleep)
+    timeout = httpx.Timeout(timeout=settings.timeout, connect=DEFAULT_TIMEOUT.connect)
+    hosts = settings.download_host_list()
+    cap = settings.max_download_mb * 1024 * 1024
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+    match settings.provider:
+        case "openai" | "compatible":
+            cls = OpenAIProvider if settings.provider == "openai" else CompatibleProvider
+            return cls(
+                http,
+                api_key=key,
+                base_url=settings.openai_base_url,
+                retry=retry,
+                download_hosts=hosts,
+                max_download_bytes=cap,
+                timeout=timeout,
+            )
+        case "azure":
+            if settings.azure_endpoint is None:
+                raise ConfigError("AZURE_OPENAI_ENDPOINT is not set", variable="AZURE_OPENAI_ENDPOINT")
+            azure_key = settings.azure_api_key.get_secret_value() if settings.azure_api_key else key
+            return AzureProvider(
+                http,
+                api_key=azure_key,
+                endpoint=settings.azure_endpoint,
+                api_version=settings.azure_api_version,
+                deployments=settings.deployment_map(),
+                retry=retry,
+                download_hosts=hosts,
+                max_download_bytes=cap,
+                timeout=timeout,
+            )
+        case "thread":
+            token = settings.thread_token.get_secret_value() if settings.thread_token else ""
+            return ThreadProvider(
+                http,
+                token=token,
+                base_url=settings.thread_base_url,
+                credit_usd=settings.thread_credit_usd,
+                poll_timeout=settings.thread_poll_timeout,
+                retry=retry,
+                download_hosts=hosts,
+                max_download_bytes=cap,
+            )
+        case "mock":
+            return MockProvider()
+    raise ConfigError(f"EASEL_PROVIDER: unknown provider {settings.provider!r}", variable="EASEL_PROVIDER")
+
+
+@contextlib.asynccontextmanager
+async def open_core(
+    settings: Settings,
+    *,
+    http: httpx.AsyncClient | None = None,
+    sleep: Sleep | None = None,
+) -> AsyncIterator[Core]:
+    """Open the core for `settings`; closes what it opened (a passed-in `http` stays the caller's)."""
+    catalogue = load_catalogue(settings)
+    problems = settings_problems(settings, catalogue)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    async with contextlib.AsyncExitStack() as stack:
+        if http is None:
+            timeout = httpx.Timeout(timeout=settings.timeout, connect=DEFAULT_TIMEOUT.connect)
+            http = await stack.enter_async_context(httpx.AsyncClient(timeout=timeout))
+        provider = build_provider(settings, http, sleep=sleep)
+        stack.push_async_callback(provider.aclose)
+        images = ImagesClient(
+            provider,
+            catalogue,
+            default_model=settings.model,
+            max_n=settings.max_images,
+            user_salt=settings.user_salt.get_secret_value(),
+        )
+        yield Core(settings=settings, catalogue=catalogue, http=http, provider=provider, images=images)

@@ -1,0 +1,184 @@
+"""The command line: files saved, catalogue listed, and every expected failure one line with the right exit code."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+from PIL import Image
+
+from bot.cli import main
+from bot.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+_ALL = [str(f.validation_alias) for f in Settings.model_fields.values()]
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in _ALL:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def png_file(path: Path, size: tuple[int, int] = (256, 256), mode: str = "RGB") -> Path:
+    Image.new(mode, size, (10, 120, 200)).save(path, "PNG")
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_imagine_with_mock_saves_named_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """imagine --provider mock writes EASEL-<stamp>_<i>.png files of the asked size and prints them."""
+    code, out, err = run(
+        capsys, "--provider", "mock", "imagine", "a red fox", "--n", "2", "--size", "1536x1024", "--out", "pics"
+    )
+    assert (code, err) == (0, "")
+    files = sorted((tmp_path / "pics").iterdir())
+    assert [f.name.rsplit("_", 1)[-1] for f in files] == ["1.png", "2.png"]
+    assert all(f.name.startswith("EASEL-") for f in files)
+    with Image.open(files[0]) as image:
+        assert image.size == (1536, 1024)
+    assert str(files[0].relative_to(tmp_path)) in out
+    assert "mock" in out
+    assert "$0" in out
+
+
+def test_imagine_format_and_revised_prompt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--format jpeg gives .jpeg files."""
+    code, out, _ = run(capsys, "--provider", "mock", "imagine", "a red fox", "--format", "jpeg")
+    assert code == 0
+    assert len(list(tmp_path.glob("EASEL-*_1.jpeg"))) == 1
+    assert "revised prompt:" in out
+
+
+def test_edit_and_vary_with_mock(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """edit and vary read the image file and save results."""
+    source = png_file(tmp_path / "in.png")
+    mask = png_file(tmp_path / "mask.png", mode="RGBA")
+    code, out, err = run(capsys, "--provider", "mock", "edit", "add a hat", "--image", str(source), "--mask", str(mask))
+    assert (code, err) == (0, "")
+    code, out, err = run(
+        capsys, "--provider", "mock", "vary", "--image", str(source), "--n", "2", "--strength", "strong"
+    )
+    assert (code, err) == (0, "")
+    assert "variation: through edit (strong)" in out
+    assert len(list(tmp_path.glob("EASEL-*.png"))) == 3
+
+
+def test_models_lists_status_and_prices(capsys: pytest.CaptureFixture[str]) -> None:
+    """models shows active models with prices; --all adds shut-down ones with their replacement."""
+    code, out, _ = run(capsys, "models")
+    assert code == 0
+    assert "gpt-image-2 " in out
+    assert "default" in out
+    assert "dall-e-3" not in out
+    assert "deprecated, shuts down 2026-12-01" in out
+    code, out, _ = run(capsys, "models", "--all")
+    assert "shut down 2026-05-12 (use gpt-image-2)" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["--provider", "mock", "imagine", "a cat", "--model", "dall-e-2", "--size", "255x255"],
+            "error: size 255x255 is not allowed for dall-e-2: use 256x256, 512x512 or 1024x1024.",
+        ),
+        (
+            ["--provider", "mock", "imagine", "a cat", "--style", "vivid"],
+            "error: gpt-image-2 takes no style; dall-e-3 does.",
+        ),
+        (["--provider", "mock", "imagine", "   "], "error: The prompt is empty: describe the image you want."),
+        (["--provider", "mock", "imagine", "a cat", "--model", "nope"], "error: There is no model called 'nope'"),
+        (["--provider", "mock", "vary", "--image", "missing.png"], "error: There is no file missing.png."),
+        (["imagine", "a cat"], "error: OPENAI_API_KEY is not set"),
+        (
+            ["--provider", "mock", "imagine"],
+            "error: python -m bot imagine: the following arguments are required: prompt",
+        ),
+        (["--provider", "mock", "imagine", "x", "--n", "0"], "error: --n must be at least 1."),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], expected: str) -> None:
+    """Bad input: one line on stderr, exit code 2, nothing saved."""
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(expected)
+    assert "Traceback" not in err
+
+
+def test_not_an_image_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A text file given as image: one friendly line."""
+    (tmp_path / "notes.txt").write_text("hello")
+    code, _, err = run(capsys, "--provider", "mock", "vary", "--image", "notes.txt")
+    assert code == 2
+    assert err == "error: The image is not a PNG, JPEG, WEBP or GIF image: upload one of those.\n"
+
+
+@respx.mock(assert_all_called=True)
+def test_provider_failure_is_exit_1_and_hides_the_key(
+    respx_mock: respx.MockRouter, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 401 from OpenAI: exit 1, one line, the key never echoed."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-live-secret-1234567890abcdef")
+    respx_mock.post("https://api.openai.com/v1/images/generations").mock(
+        return_value=httpx.Response(
+            401,
+            json={
+                "error": {
+                    "message": "Incorrect API key provided: sk-live-secret-1234567890abcdef",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "invalid_api_key",
+                }
+            },
+        )
+    )
+    code, _, err = run(capsys, "imagine", "a cat")
+    assert code == 1
+    assert len(err.splitlines()) == 1
+    assert "sk-live" not in err
+    assert "API key" in err
+
+
+def test_no_command_says_the_bot_is_not_built_yet(capsys: pytest.CaptureFixture[str]) -> None:
+    """python -m bot alone explains itself until the Discord bot lands."""
+    code, _, err = run(capsys)
+    assert code == 1
+    assert "not built yet" in err
+
+
+def test_real_process_prints_no_traceback(tmp_path: Path) -> None:
+    """`python -m bot` as a subprocess: an expected error is one stderr line, exit 2."""
+    env = {k: v for k, v in os.environ.items() if k not in _ALL}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "--provider", "mock", "imagine", "x", "--quality", "ultra"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr == "error: quality 'ultra' is not offered by gpt-image-2: use auto, low, medium or high.\n"
+    assert done.stdout == ""
+
+
+def test_help_exits_cleanly() -> None:
+    """--help is not an error."""
+    with pytest.raises(SystemExit) as caught:
+        main(["--help"])
+    assert caught.value.code == 0
