@@ -28,7 +28,7 @@ from bot.catalogue import Catalogue, ModelSpec
 from bot.config import PROVIDERS, Settings, load_settings
 from bot.errors import BadImage, ConfigError, EaselError, ProviderError
 from bot.log import redact, setup_logging
-from bot.services import Core, load_catalogue, open_core
+from bot.services import Core, load_catalogue, open_core, settings_problems
 
 EXIT_OK = 0
 EXIT_PROVIDER = 1
@@ -262,6 +262,13 @@ def run(argv: Sequence[str], *, out: TextIO | None = None) -> int:
     settings = load_settings(args.env_file if Path(args.env_file).exists() else None, **overrides)
     setup_logging(settings.log_level if settings.log_level != "INFO" else "WARNING", settings.secrets())
     if args.command is None:
+        problems = settings_problems(settings, load_catalogue(settings))
+        if settings.discord_token is None:
+            problems.insert(
+                0, "DISCORD_TOKEN is not set: create a bot at https://discord.com/developers and copy its token"
+            )
+        if problems:
+            raise ConfigError("\n".join(problems))
         print(
             'Easel\'s Discord bot is not built yet; meanwhile try: python -m bot imagine "a red fox" --provider mock',
             file=sys.stderr,

@@ -152,9 +152,22 @@ def test_provider_failure_is_exit_1_and_hides_the_key(
     assert "API key" in err
 
 
-def test_no_command_says_the_bot_is_not_built_yet(capsys: pytest.CaptureFixture[str]) -> None:
-    """python -m bot alone explains itself until the Discord bot lands."""
+def test_no_command_checks_the_bot_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    """python -m bot alone checks the token and key, one line per missing variable."""
     code, _, err = run(capsys)
+    assert code == 2
+    assert err.splitlines() == [
+        "error: DISCORD_TOKEN is not set: create a bot at https://discord.com/developers and copy its token",
+        "error: OPENAI_API_KEY is not set: the openai provider needs an API key (or set EASEL_PROVIDER=mock)",
+    ]
+
+
+def test_no_command_says_the_bot_is_not_built_yet(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With good settings, python -m bot explains itself until the Discord bot lands."""
+    monkeypatch.setenv("DISCORD_TOKEN", "token-for-tests")
+    code, _, err = run(capsys, "--provider", "mock")
     assert code == 1
     assert "not built yet" in err
 

@@ -6,6 +6,7 @@ import email
 import email.policy
 import json
 import socket
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import aclosing
@@ -965,6 +966,20 @@ class _Handler(BaseHTTPRequestHandler):
         """Keep test output quiet."""
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, handler: type[_Handler]) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+        self.failures: list[BaseException] = []
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Record handler failures for the test to check; a client hanging up on purpose is not one."""
+        failure = sys.exc_info()[1]
+        if failure is not None and not isinstance(failure, ConnectionError):
+            self.failures.append(failure)
+
+
 class Loopback:
     """A ThreadingHTTPServer on 127.0.0.1 with per-test routes, recording what it received."""
 
@@ -972,9 +987,10 @@ class Loopback:
         self.seen: list[Seen] = []
         self.routes: dict[tuple[str, str], Route] = {}
         handler = type("Handler", (_Handler,), {"owner": self})
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="loopback-http", daemon=True)
+        self.httpd = _Server(handler)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="loopback-http", daemon=True
+        )
 
     @property
     def base(self) -> str:
@@ -996,6 +1012,7 @@ def server() -> Iterator[Loopback]:
     loopback.httpd.shutdown()
     loopback.httpd.server_close()
     loopback.thread.join(timeout=5)
+    assert not loopback.httpd.failures, loopback.httpd.failures
 
 
 @pytest.fixture

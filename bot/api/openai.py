@@ -281,14 +281,20 @@ class OpenAIProvider:
             if "text/event-stream" not in response.headers.get("content-type", ""):
                 # A server that ignores `stream` answers with one JSON body: still a valid result.
                 await response.aread()
-                result = await self._result(spec, response.json(), response.headers)
+                try:
+                    body = response.json()
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    raise ProviderUnavailable("The image service answered with something that is not JSON.") from None
+                result = await self._result(spec, body, response.headers)
                 yield Completed(result)
                 return
             async for event, data in iter_sse(response.aiter_lines()):
                 try:
                     payload = json.loads(data)
                 except json.JSONDecodeError:
-                    raise StreamInterrupted("The image stream sent something unreadable; try again.") from None
+                    payload = None
+                if not isinstance(payload, dict):
+                    raise StreamInterrupted("The image stream sent something unreadable; try again.")
                 kind = str(payload.get("type") or event)
                 if kind == "error" or "error" in payload:
                     error = payload.get("error", payload)

@@ -16,6 +16,9 @@ from bot.api.types import EditRequest, GenerateRequest, InputImage, VaryRequest
 from bot.catalogue import ModelSpec, parse_size
 from bot.errors import BadImage, InvalidOption
 
+# The API takes masks under 4 MB whatever the image limit is.
+MASK_MAX_BYTES = 4 * 1024 * 1024
+
 _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", "png"),
     (b"\xff\xd8\xff", "jpeg"),
@@ -192,10 +195,11 @@ class RequestChecker:
                 raise BadImage(
                     f"{spec.name} takes {_choices([f.upper() for f in limits.formats])} images, not {found.upper()}."
                 )
-            if len(image.data) > limits.max_bytes:
+            cap = min(limits.max_bytes, MASK_MAX_BYTES) if what == "mask" else limits.max_bytes
+            if len(image.data) > cap:
                 raise BadImage(
                     f"The {what} is {len(image.data) / 1_048_576:.1f} MB; {spec.name} takes at most "
-                    f"{limits.max_bytes / 1_048_576:.0f} MB: use a smaller image."
+                    f"{cap / 1_048_576:.0f} MB: use a smaller {what}."
                 )
             if limits.square_only:
                 size = image_size(image.data)
@@ -219,7 +223,11 @@ class RequestChecker:
             raise BadImage("An edit needs an image: attach the picture to change.")
         if len(req.images) > spec.edit.max_images:
             raise InvalidOption(
-                f"{spec.name} edits at most {spec.edit.max_images} image(s) at once; you gave {len(req.images)}.",
+                (
+                    f"{spec.name} edits one image at a time; you gave {len(req.images)}."
+                    if spec.edit.max_images == 1
+                    else f"{spec.name} edits at most {spec.edit.max_images} images at once; you gave {len(req.images)}."
+                ),
                 param="images",
             )
         for image in req.images:

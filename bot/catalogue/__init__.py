@@ -359,7 +359,9 @@ def _resolve(raw: Mapping[str, Mapping[str, Any]], source: str) -> dict[str, dic
                 raise ConfigError(f"{source}: model {name!r}: extends must be a model name, got {parent!r}")
             if parent not in raw:
                 raise ConfigError(f"{source}: model {name!r} extends unknown model {parent!r}")
-            table = {**flat(parent, (*seen, name)), **table}
+            # Aliases name one model each, so they are not inherited.
+            inherited = {k: v for k, v in flat(parent, (*seen, name)).items() if k != "aliases"}
+            table = {**inherited, **table}
         done[name] = table
         return table
 
@@ -431,7 +433,7 @@ class Catalogue:
         return len(self._specs)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._names
+        return isinstance(name, str) and self.find(name) is not None
 
     def find(self, name: str) -> ModelSpec | None:
         key = self._names.get(name.strip().lower())
