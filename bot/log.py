@@ -15,9 +15,17 @@ _PATTERNS = (
 )
 
 
+_REGISTERED: set[str] = set()
+
+
+def register_secrets(secrets: Iterable[str]) -> None:
+    """Remember secret values (keys, tokens) so every later `redact` call removes them too."""
+    _REGISTERED.update(s for s in secrets if s and len(s) >= 4)
+
+
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """`text` with API keys, bearer tokens, Discord tokens and the given secrets replaced by <redacted>."""
-    for secret in secrets:
+    """`text` with API keys, bearer tokens, Discord tokens, registered and given secrets replaced by <redacted>."""
+    for secret in sorted({*secrets, *_REGISTERED}, key=len, reverse=True):
         if secret and len(secret) >= 4:
             text = text.replace(secret, "<redacted>")
     for pattern in _PATTERNS:

@@ -22,6 +22,7 @@ from bot.api.thread import ThreadProvider
 from bot.catalogue import Catalogue
 from bot.config import Settings
 from bot.errors import ConfigError
+from bot.log import register_secrets
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,7 @@ async def open_core(
     sleep: Sleep | None = None,
 ) -> AsyncIterator[Core]:
     """Open the core for `settings`; closes what it opened (a passed-in `http` stays the caller's)."""
+    register_secrets(settings.secrets())
     catalogue = load_catalogue(settings)
     problems = settings_problems(settings, catalogue)
     if problems:

@@ -46,7 +46,8 @@ def test_describe_raster_formats(data: bytes, mime: str, size: tuple[int, int]) 
         b'<svg xmlns="http://www.w3.org/2000/svg" width="300" height="200"><rect/></svg>',
         b'<?xml version="1.0" encoding="UTF-8"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="300px" height="200px">'
         b"<rect/></svg>",
-        b'  \n<svg\n  xmlns="http://www.w3.org/2000/svg"\n  width="300"\n  height="200"\n  viewBox="0 0 300 200"></svg>',
+        b'  \n<svg\n  xmlns="http://www.w3.org/2000/svg"\n  width="300"\n  height="200"\n'
+        b'  viewBox="0 0 300 200"></svg>',
         b'<svg xmlns="http://www.w3.org/2000/svg" height="200" width="300"><rect/></svg>',
         b"<svg xmlns='http://www.w3.org/2000/svg' width='300' height='200'><rect/></svg>",
     ],
@@ -106,14 +107,23 @@ def test_decode_b64_round_trip() -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    ["not base64!!", "abc", "aGVsbG8=\x00", "é" * 8, "data:image/png;base64,iVBORw0KGgo="],
-    ids=["punctuation", "bad-padding", "nul", "non-ascii", "data-url"],
+    ["not base64!!", "abc", "aGVsbG8=\x00", "é" * 8, "data:image/png;base64,!!!"],
+    ids=["punctuation", "bad-padding", "nul", "non-ascii", "bad-data-url"],
 )
 def test_decode_b64_bad_input_is_provider_unavailable(payload: str) -> None:
     """Text that is not strict base64 raises ProviderUnavailable."""
     with pytest.raises(ProviderUnavailable) as caught:
         decode.decode_b64(payload)
     assert "could not be decoded" in caught.value.message
+
+
+def test_decode_b64_accepts_data_urls_and_wrapped_lines() -> None:
+    """Some compatible servers send data: URLs or base64 wrapped at 76 columns."""
+    data = images.png(40, 40)
+    text = images.b64(data)
+    wrapped = "\n".join(text[i : i + 76] for i in range(0, len(text), 76))
+    assert decode.decode_b64(f"data:image/png;base64,{text}") == data
+    assert decode.decode_b64(wrapped) == data
 
 
 def test_decode_all_describes_each_payload_in_order() -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import email.utils
+import random
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -32,6 +34,14 @@ from tests import images
 from tests.conftest import NoSleep
 
 GEN_URL = "https://api.openai.com/v1/images/generations"
+
+T = TypeVar("T")
+
+
+def closable(stream: AsyncIterator[T]) -> AsyncGenerator[T, None]:
+    """A provider stream as the async generator it is, so tests can `aclosing()` it."""
+    assert isinstance(stream, AsyncGenerator)
+    return stream
 
 
 # -- a transport that counts responses still open --------------------------------------------------
@@ -120,10 +130,9 @@ def err(status: int, code: str | None = None, kind: str = "invalid_request_error
 
 
 @pytest.fixture
-def frozen_jitter(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def frozen_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the jitter deterministic: random() == 0 means no reduction."""
-    monkeypatch.setattr(http_mod.random, "random", lambda: 0.0)
-    yield
+    monkeypatch.setattr(random, "random", lambda: 0.0)
 
 
 # -- retry_after -----------------------------------------------------------------------------------
@@ -179,7 +188,7 @@ def test_backoff_doubles_from_initial_delay_and_caps(frozen_jitter: None) -> Non
 
 def test_backoff_jitter_takes_off_at_most_a_quarter(monkeypatch: pytest.MonkeyPatch) -> None:
     """With the largest jitter the delay is 25% shorter; it never grows."""
-    monkeypatch.setattr(http_mod.random, "random", lambda: 1.0)
+    monkeypatch.setattr(random, "random", lambda: 1.0)
     assert backoff(RetryPolicy(), 0) == pytest.approx(0.375)
     assert backoff(RetryPolicy(), 10) == pytest.approx(6.0)
 

@@ -37,7 +37,7 @@ from bot.errors import (
 )
 from tests import images
 from tests.conftest import NoSleep
-from tests.test_http import TrackingTransport
+from tests.test_http import TrackingTransport, closable
 
 OPENAI = "https://api.openai.com/v1"
 AZURE = "https://myres.openai.azure.com"
@@ -283,9 +283,7 @@ async def test_azure_generate_url_headers_and_deployment(
     ).mock(return_value=ok(headers={"apim-request-id": "apim-123"}))
     result = await azure.generate(gpt2, GenerateRequest(prompt="x"))
     request = route.calls.last.request
-    assert str(request.url) == (
-        f"{AZURE}/openai/deployments/img2-prod/images/generations?api-version={AZURE_VERSION}"
-    )
+    assert str(request.url) == (f"{AZURE}/openai/deployments/img2-prod/images/generations?api-version={AZURE_VERSION}")
     assert request.headers["api-key"] == "azure-key-0123456789abcdef"
     assert "authorization" not in request.headers
     assert json.loads(request.content) == {"model": "gpt-image-2", "prompt": "x", "n": 1}
@@ -456,7 +454,9 @@ async def test_unusable_success_is_provider_unavailable(
 # -- edit: multipart ----------------------------------------------------------------------------------------
 
 
-async def test_edit_single_image_multipart(respx_mock: respx.MockRouter, openai: OpenAIProvider, gpt2: ModelSpec) -> None:
+async def test_edit_single_image_multipart(
+    respx_mock: respx.MockRouter, openai: OpenAIProvider, gpt2: ModelSpec
+) -> None:
     """One input image goes as field `image` with its file name, type and bytes; options are form fields."""
     route = respx_mock.post(f"{OPENAI}/images/edits").mock(return_value=ok(usage=USAGE))
     source = image("cat.png")
@@ -683,7 +683,9 @@ async def test_moderation_blocked_output(respx_mock: respx.MockRouter, openai: O
     assert "generated image" in caught.value.message
 
 
-async def test_invalid_size_is_bad_request(respx_mock: respx.MockRouter, openai: OpenAIProvider, gpt2: ModelSpec) -> None:
+async def test_invalid_size_is_bad_request(
+    respx_mock: respx.MockRouter, openai: OpenAIProvider, gpt2: ModelSpec
+) -> None:
     """400 invalid_value on `size` → BadRequest naming the parameter."""
     response = httpx.Response(
         400,
@@ -741,7 +743,9 @@ async def test_unauthorized_azure_key_not_echoed(
     respx_mock.post(f"{AZURE}/openai/deployments/img2-prod/images/generations").mock(
         return_value=httpx.Response(
             401,
-            json={"error": {"code": "401", "message": "Access denied due to invalid api-key azure-key-0123456789abcdef"}},
+            json={
+                "error": {"code": "401", "message": "Access denied due to invalid api-key azure-key-0123456789abcdef"}
+            },
         )
     )
     with pytest.raises(AuthenticationFailed) as caught:
@@ -830,7 +834,9 @@ async def test_non_json_error_body(
 ) -> None:
     """An HTML error page (a proxy in the way) still maps by status."""
     respx_mock.post(f"{OPENAI}/images/generations").mock(
-        return_value=httpx.Response(status, text="<html><h1>Bad Gateway</h1></html>", headers={"content-type": "text/html"})
+        return_value=httpx.Response(
+            status, text="<html><h1>Bad Gateway</h1></html>", headers={"content-type": "text/html"}
+        )
     )
     with pytest.raises(cls) as caught:
         await openai.generate(gpt2, GenerateRequest(prompt="x"))
@@ -962,7 +968,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.shutdown(socket.SHUT_RDWR)
         self.close_connection = True
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:
         """Keep test output quiet."""
 
 
@@ -1156,7 +1162,9 @@ async def test_real_stream_split_across_chunks(
         h.end_chunked()
 
     provider = CompatibleProvider(http, api_key=None, base_url=f"{server.base}/v1")
-    async with aclosing(provider.stream_generate(gpt2, GenerateRequest(prompt="x", partial_images=1))) as stream:
+    async with aclosing(
+        closable(provider.stream_generate(gpt2, GenerateRequest(prompt="x", partial_images=1)))
+    ) as stream:
         events = [event async for event in stream]
     assert [type(e) for e in events] == [PartialImage, Completed]
     assert isinstance(events[0], PartialImage)
@@ -1183,14 +1191,20 @@ async def test_real_stream_dropped_midway(
                 {"type": "image_generation.partial_image", "b64_json": images.b64(PNG), "partial_image_index": 0},
             )
         )
-        h.chunk(b"event: image_generation.completed\ndata: {\"type\": \"image_gen")
+        h.chunk(b'event: image_generation.completed\ndata: {"type": "image_gen')
         h.drop_connection()
 
     provider = CompatibleProvider(http, api_key=None, base_url=f"{server.base}/v1")
     events: list[object] = []
-    with pytest.raises(StreamInterrupted):
-        async with aclosing(provider.stream_generate(gpt2, GenerateRequest(prompt="x", partial_images=1))) as stream:
+
+    async def drain() -> None:
+        async with aclosing(
+            closable(provider.stream_generate(gpt2, GenerateRequest(prompt="x", partial_images=1)))
+        ) as stream:
             async for event in stream:
                 events.append(event)
+
+    with pytest.raises(StreamInterrupted):
+        await drain()
     assert [type(e) for e in events] == [PartialImage]
     assert_pool_quiet(transport)

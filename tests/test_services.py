@@ -11,7 +11,7 @@ from bot.api.client import ImagesClient
 from bot.api.mock import MockProvider
 from bot.api.openai import AzureProvider, CompatibleProvider, OpenAIProvider
 from bot.api.thread import ThreadProvider
-from bot.api.types import Completed, EditRequest, GenerateRequest, InputImage, PartialImage
+from bot.api.types import Completed, EditRequest, GenerateRequest, InputImage, PartialImage, VaryRequest
 from bot.config import Settings
 from bot.errors import ConfigError, InvalidOption
 from bot.services import build_provider, open_core
@@ -104,8 +104,17 @@ async def test_non_streaming_model_streams_one_completed() -> None:
 
 async def test_thread_provider_refuses_edits_before_any_call() -> None:
     """The thread service only generates: edit and vary are refused up front."""
-    async with httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(500))) as http:
-        async with open_core(settings(provider="thread", thread_token="t", model="dall-e-2"), http=http) as core:
-            png = InputImage(b"\x89PNG\r\n\x1a\n" + b"0" * 64)
-            with pytest.raises(InvalidOption, match="cannot edit images"):
-                await core.images.edit(EditRequest(prompt="x", images=(png,)))
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(500)
+
+    thread = settings(provider="thread", thread_token="t", model="dall-e-2")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http, open_core(thread, http=http) as core:
+        png = InputImage(b"\x89PNG\r\n\x1a\n" + b"0" * 64)
+        with pytest.raises(InvalidOption, match="cannot edit images"):
+            await core.images.edit(EditRequest(prompt="x", images=(png,)))
+        with pytest.raises(InvalidOption, match="cannot vary images"):
+            await core.images.vary(VaryRequest(image=png))
+    assert calls == []

@@ -17,6 +17,7 @@ from bot.api.sse import iter_sse
 from bot.api.types import Completed, EditRequest, GenerateRequest, InputImage, PartialImage, StreamEvent, Usage
 from bot.catalogue import Catalogue, ModelSpec
 from bot.errors import (
+    BadRequest,
     ContentRejected,
     EaselError,
     ProviderTimeout,
@@ -26,7 +27,7 @@ from bot.errors import (
 )
 from tests import images
 from tests.conftest import NoSleep
-from tests.test_http import TrackingTransport
+from tests.test_http import TrackingTransport, closable
 
 GEN_URL = "https://api.openai.com/v1/images/generations"
 EDIT_URL = "https://api.openai.com/v1/images/edits"
@@ -93,7 +94,7 @@ def breaking_response(*chunks: bytes, error: Exception, headers: dict[str, str] 
 async def collect(events: AsyncIterator[StreamEvent], into: list[StreamEvent] | None = None) -> list[StreamEvent]:
     """Drain a provider stream (closing it properly), appending to `into` as events arrive."""
     got: list[StreamEvent] = [] if into is None else into
-    async with aclosing(events) as stream:
+    async with aclosing(closable(events)) as stream:
         async for event in stream:
             got.append(event)
     return got
@@ -136,9 +137,7 @@ async def test_stream_generate_partials_then_completed(
         return_value=stream_response(
             partial(PARTIAL_0, 0),
             partial(PARTIAL_1, 1),
-            completed(
-                FINAL, size="1024x1024", quality="medium", background="opaque", output_format="png", usage=USAGE
-            ),
+            completed(FINAL, size="1024x1024", quality="medium", background="opaque", output_format="png", usage=USAGE),
             headers={"x-request-id": "req_stream"},
         )
     )
@@ -234,7 +233,9 @@ async def test_stream_event_type_from_payload_when_event_line_missing(
     assert [type(e) for e in events] == [PartialImage, Completed]
 
 
-async def test_stream_crlf_line_endings(respx_mock: respx.MockRouter, provider: OpenAIProvider, spec: ModelSpec) -> None:
+async def test_stream_crlf_line_endings(
+    respx_mock: respx.MockRouter, provider: OpenAIProvider, spec: ModelSpec
+) -> None:
     """A server using CRLF line endings streams just the same."""
     body = (partial(PARTIAL_0, 0) + completed()).replace(b"\n", b"\r\n")
     respx_mock.post(GEN_URL).mock(return_value=stream_response(body))
@@ -254,7 +255,12 @@ async def test_stream_edit_multipart_and_events(
     events = await collect(provider.stream_edit(spec, req))
     assert [type(e) for e in events] == [PartialImage, Completed]
     content = route.calls.last.request.content
-    for name, value in [("stream", "true"), ("partial_images", "1"), ("input_fidelity", "high"), ("prompt", "add snow")]:
+    for name, value in [
+        ("stream", "true"),
+        ("partial_images", "1"),
+        ("input_fidelity", "high"),
+        ("prompt", "add snow"),
+    ]:
         assert f'name="{name}"\r\n\r\n{value}\r\n'.encode() in content
     assert b'name="image"; filename="in.png"' in content
     assert source.data in content
@@ -318,7 +324,9 @@ async def test_stream_breaking_midway_is_interrupted(
 ) -> None:
     """A stream dropping after a partial raises StreamInterrupted; nothing was reported as a success."""
     response = breaking_response(
-        partial(PARTIAL_0, 0), b"event: image_generation.completed\ndata: {\"type\": \"image_gen", error=error,
+        partial(PARTIAL_0, 0),
+        b'event: image_generation.completed\ndata: {"type": "image_gen',
+        error=error,
         headers={"x-request-id": "req_cut"},
     )
     respx_mock.post(GEN_URL).mock(return_value=response)
@@ -408,11 +416,16 @@ async def test_stream_error_event_moderation(
     ("payload", "cls"),
     [
         ({"type": "error", "error": {"type": "server_error", "code": None, "message": "boom"}}, ProviderUnavailable),
+        (
+            {"type": "error", "error": {"type": "requests", "code": "rate_limit_exceeded", "message": "slow"}},
+            RateLimited,
+        ),
+        ({"type": "error", "error": {"type": "invalid_request_error", "code": "invalid_value"}}, BadRequest),
         ({"error": {"code": "content_policy_violation", "message": "no"}}, ContentRejected),
         ({"type": "error", "error": "something went wrong"}, ProviderUnavailable),
         ({"type": "error", "code": "moderation_blocked", "message": "flat error object"}, ContentRejected),
     ],
-    ids=["server-error", "error-key-only", "string-error", "flat"],
+    ids=["server-error", "rate-limited", "invalid-request", "error-key-only", "string-error", "flat"],
 )
 async def test_stream_error_event_shapes(
     respx_mock: respx.MockRouter,
@@ -482,7 +495,9 @@ async def test_stream_rate_limited_to_the_end(
     respx_mock: respx.MockRouter, provider: OpenAIProvider, spec: ModelSpec
 ) -> None:
     """Persistent 429s before the stream starts end as RateLimited after the retries."""
-    route = respx_mock.post(GEN_URL).mock(return_value=httpx.Response(429, json={"error": {"code": "rate_limit_exceeded"}}))
+    route = respx_mock.post(GEN_URL).mock(
+        return_value=httpx.Response(429, json={"error": {"code": "rate_limit_exceeded"}})
+    )
     with pytest.raises(RateLimited):
         await collect(provider.stream_generate(spec, REQ))
     assert route.call_count == 3
@@ -493,9 +508,7 @@ async def test_stream_error_body_breaking_is_provider_unavailable(
 ) -> None:
     """A 503 whose error body breaks while it is read (streamed mode) is ProviderUnavailable after retries."""
     route = respx_mock.post(GEN_URL).mock(
-        side_effect=lambda request: httpx.Response(
-            503, stream=Breaking(b'{"error": ', error=httpx.ReadError("reset"))
-        )
+        side_effect=lambda request: httpx.Response(503, stream=Breaking(b'{"error": ', error=httpx.ReadError("reset")))
     )
     with pytest.raises(ProviderUnavailable) as caught:
         await collect(provider.stream_generate(spec, REQ))
@@ -519,8 +532,10 @@ async def test_consumer_stopping_early_closes_the_response(
     respx_mock: respx.MockRouter, provider: OpenAIProvider, spec: ModelSpec, tracking: TrackingTransport
 ) -> None:
     """Closing the stream after the first partial releases the HTTP response at once."""
-    respx_mock.post(GEN_URL).mock(return_value=stream_response(partial(PARTIAL_0, 0), partial(PARTIAL_1, 1), completed()))
-    async with aclosing(provider.stream_generate(spec, REQ)) as stream:
+    respx_mock.post(GEN_URL).mock(
+        return_value=stream_response(partial(PARTIAL_0, 0), partial(PARTIAL_1, 1), completed())
+    )
+    async with aclosing(closable(provider.stream_generate(spec, REQ))) as stream:
         async for event in stream:
             assert isinstance(event, PartialImage)
             assert tracking.open == 1
@@ -614,3 +629,12 @@ async def test_iter_sse_several_blank_lines_between_events() -> None:
 async def test_iter_sse_nothing() -> None:
     """An empty stream yields nothing."""
     assert await _events() == []
+
+
+async def test_done_marker_after_completed_is_ignored(
+    respx_mock: respx.MockRouter, provider: OpenAIProvider, spec: ModelSpec
+) -> None:
+    """A trailing `data: [DONE]` (as some compatible servers send) does not break a finished stream."""
+    respx_mock.post(GEN_URL).mock(return_value=stream_response(completed(), sse(None, "[DONE]")))
+    events = await collect(provider.stream_generate(spec, REQ))
+    assert isinstance(events[-1], Completed)

@@ -7,11 +7,12 @@ or edit at a strength), calls the provider and stamps the provider time on the r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from bot.api.provider import ImageProvider
 from bot.api.types import (
@@ -45,6 +46,18 @@ def hash_user(user: str, salt: str = "") -> str:
     """A stable, non-reversible stand-in for an end user's id, for the provider's abuse monitoring."""
     digest = hashlib.sha256(f"easel:{salt}:{user}".encode()).hexdigest()
     return f"easel-{digest[:32]}"
+
+
+async def _timed_stream(stream: AsyncGenerator[StreamEvent, None]) -> AsyncGenerator[StreamEvent, None]:
+    """Relay a provider's stream, stamping the provider time on its result; always closes the stream."""
+    started = time.perf_counter()
+    async with contextlib.aclosing(stream):
+        async for event in stream:
+            if isinstance(event, Completed):
+                elapsed = int((time.perf_counter() - started) * 1000)
+                yield Completed(dataclasses.replace(event.result, provider_ms=elapsed))
+            else:
+                yield event
 
 
 def utc_today() -> dt.date:
@@ -106,20 +119,15 @@ class ImagesClient:
         checked = dataclasses.replace(checked, user=self._user(req.user))
         return await self._timed(lambda: self.provider.generate(spec, checked))
 
-    async def generate_stream(self, req: GenerateRequest) -> AsyncIterator[StreamEvent]:
+    async def generate_stream(self, req: GenerateRequest) -> AsyncGenerator[StreamEvent, None]:
         """Partial previews (for models that stream) and then one Completed event."""
         spec, checked = self.check_generate(req)
         checked = dataclasses.replace(checked, user=self._user(req.user))
         if not spec.streaming:
             yield Completed(await self._timed(lambda: self.provider.generate(spec, checked)))
             return
-        started = time.perf_counter()
-        async for event in self.provider.stream_generate(spec, checked):
-            if isinstance(event, Completed):
-                elapsed = int((time.perf_counter() - started) * 1000)
-                yield Completed(dataclasses.replace(event.result, provider_ms=elapsed))
-            else:
-                yield event
+        async for event in _timed_stream(self.provider.stream_generate(spec, checked)):
+            yield event
 
     # -- edit ---------------------------------------------------------------------------------------
 
@@ -137,19 +145,14 @@ class ImagesClient:
         checked = dataclasses.replace(checked, user=self._user(req.user))
         return await self._timed(lambda: self.provider.edit(spec, checked))
 
-    async def edit_stream(self, req: EditRequest) -> AsyncIterator[StreamEvent]:
+    async def edit_stream(self, req: EditRequest) -> AsyncGenerator[StreamEvent, None]:
         spec, checked = self.check_edit(req)
         checked = dataclasses.replace(checked, user=self._user(req.user))
         if not spec.streaming:
             yield Completed(await self._timed(lambda: self.provider.edit(spec, checked)))
             return
-        started = time.perf_counter()
-        async for event in self.provider.stream_edit(spec, checked):
-            if isinstance(event, Completed):
-                elapsed = int((time.perf_counter() - started) * 1000)
-                yield Completed(dataclasses.replace(event.result, provider_ms=elapsed))
-            else:
-                yield event
+        async for event in _timed_stream(self.provider.stream_edit(spec, checked)):
+            yield event
 
     # -- vary ---------------------------------------------------------------------------------------
 

@@ -42,6 +42,10 @@ def describe(data: bytes) -> GeneratedImage:
 
 def decode_b64(payload: str) -> bytes:
     """Base64 text to bytes; ProviderUnavailable when it is not base64."""
+    if payload.startswith("data:"):
+        payload = payload.partition(",")[2]
+    # Some compatible servers wrap base64 at 76 columns; whitespace is not data.
+    payload = "".join(payload.split())
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):

@@ -7,6 +7,7 @@ No credentials are sent: result URLs are meant to be fetched anonymously.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
 import httpx
@@ -29,6 +30,25 @@ def host_allowed(host: str, allowed: Iterable[str]) -> bool:
         elif host == entry:
             return True
     return False
+
+
+async def fetch_images(
+    http: httpx.AsyncClient,
+    urls: Iterable[str],
+    *,
+    allowed_hosts: Iterable[str],
+    max_bytes: int = DEFAULT_MAX_DOWNLOAD,
+) -> list[bytes]:
+    """Every image in `urls`, fetched in parallel; the first failure cancels the rest and is raised."""
+    hosts = tuple(allowed_hosts)
+    tasks = [asyncio.ensure_future(fetch_image(http, url, allowed_hosts=hosts, max_bytes=max_bytes)) for url in urls]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for task in tasks:
+            task.cancel()
+        # Let the cancelled downloads close their connections before we return or raise.
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def fetch_image(

@@ -170,6 +170,12 @@ def error_from_body(status: int | None, error: Mapping[str, Any], headers: Mappi
             "The bot's image service account may not use this model (it may need organisation verification).",
             **meta,
         )
+    if status is None:
+        # An error inside a stream carries no HTTP status: infer one from its code and type.
+        if code == "rate_limit_exceeded" or kind == "rate_limit_error":
+            status = 429
+        elif kind == "invalid_request_error":
+            status = 400
     if status == 429:
         return RateLimited(
             "The image service is busy with too many requests; try again in a moment.",

@@ -16,7 +16,7 @@ import hashlib
 import io
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
@@ -472,7 +472,7 @@ class MockProvider:
         source: InputImage | None,
         partials: int | None,
         finish: Callable[[tuple[GeneratedImage, ...]], ImageResult],
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         count = max(0, min(partials or 0, _MAX_PARTIALS))
         step = self._latency / (job.count * count + 1)
         job = await self._with_thumb(job, source)
@@ -565,7 +565,7 @@ class MockProvider:
         images = await self._draw(job, req.image)
         return self._result(spec, job, images)
 
-    async def stream_generate(self, spec: ModelSpec, req: GenerateRequest) -> AsyncIterator[StreamEvent]:
+    async def stream_generate(self, spec: ModelSpec, req: GenerateRequest) -> AsyncGenerator[StreamEvent, None]:
         """`req.partial_images` previews per image (0-3), then Completed with the same result as generate."""
         job = self._generate_job(spec, req)
 
@@ -582,7 +582,7 @@ class MockProvider:
         async for event in self._stream(job, None, req.partial_images, finish):
             yield event
 
-    async def stream_edit(self, spec: ModelSpec, req: EditRequest) -> AsyncIterator[StreamEvent]:
+    async def stream_edit(self, spec: ModelSpec, req: EditRequest) -> AsyncGenerator[StreamEvent, None]:
         """`req.partial_images` previews per image (0-3), then Completed with the same result as edit."""
         job = self._edit_job(spec, req)
 

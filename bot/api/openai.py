@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from typing import Any
 
 import httpx
 
 from bot.api import decode
-from bot.api.download import DEFAULT_MAX_DOWNLOAD, fetch_image
+from bot.api.download import DEFAULT_MAX_DOWNLOAD, fetch_images
 from bot.api.http import RetryPolicy, error_from_body, send
 from bot.api.sse import iter_sse
 from bot.api.types import (
@@ -32,6 +32,7 @@ from bot.api.types import (
 )
 from bot.catalogue import ModelSpec
 from bot.errors import ProviderTimeout, ProviderUnavailable, StreamInterrupted
+from bot.log import register_secrets
 
 USER_AGENT = "Easel/0.1 (+https://github.com/easel-bot/easel)"
 
@@ -97,6 +98,7 @@ class OpenAIProvider:
     ) -> None:
         self._http = http
         self._key = api_key
+        register_secrets([api_key or ""])
         self._base = base_url.rstrip("/")
         self._retry = retry or RetryPolicy()
         self._timeout = timeout
@@ -212,11 +214,8 @@ class OpenAIProvider:
         if encoded:
             images = await asyncio.to_thread(decode.decode_all, encoded)
         if urls:
-            blobs = await asyncio.gather(
-                *(
-                    fetch_image(self._http, url, allowed_hosts=self._download_hosts, max_bytes=self._max_download)
-                    for url in urls
-                )
+            blobs = await fetch_images(
+                self._http, urls, allowed_hosts=self._download_hosts, max_bytes=self._max_download
             )
             images += await asyncio.to_thread(decode.describe_all, blobs)
         if not images:
@@ -255,10 +254,10 @@ class OpenAIProvider:
 
     # -- streaming ----------------------------------------------------------------------------------
 
-    def stream_generate(self, spec: ModelSpec, req: GenerateRequest) -> AsyncIterator[StreamEvent]:
+    def stream_generate(self, spec: ModelSpec, req: GenerateRequest) -> AsyncGenerator[StreamEvent, None]:
         return self._stream(spec, "generations", json_body=self._generate_body(spec, req, stream=True))
 
-    def stream_edit(self, spec: ModelSpec, req: EditRequest) -> AsyncIterator[StreamEvent]:
+    def stream_edit(self, spec: ModelSpec, req: EditRequest) -> AsyncGenerator[StreamEvent, None]:
         return self._stream(spec, "edits", form=self._edit_form(spec, req, stream=True))
 
     async def _stream(
@@ -268,7 +267,7 @@ class OpenAIProvider:
         *,
         json_body: object = None,
         form: tuple[FormFields, Files] | None = None,
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         response = await send(
             self._http,
             lambda: self._request(spec, endpoint, json_body=json_body, form=form),
@@ -289,6 +288,9 @@ class OpenAIProvider:
                 yield Completed(result)
                 return
             async for event, data in iter_sse(response.aiter_lines()):
+                if data.strip() == "[DONE]":
+                    # Some compatible servers close their streams the way chat completions do.
+                    continue
                 try:
                     payload = json.loads(data)
                 except json.JSONDecodeError:

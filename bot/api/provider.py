@@ -6,7 +6,7 @@ defaults filled in and the end user's id already hashed. They return plain resul
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol
 
 from bot.api.types import EditRequest, GenerateRequest, ImageResult, StreamEvent, VaryRequest
@@ -29,11 +29,11 @@ class ImageProvider(Protocol):
 
     async def variations(self, spec: ModelSpec, req: VaryRequest) -> ImageResult: ...
 
-    def stream_generate(self, spec: ModelSpec, req: GenerateRequest) -> AsyncIterator[StreamEvent]:
+    def stream_generate(self, spec: ModelSpec, req: GenerateRequest) -> AsyncGenerator[StreamEvent, None]:
         """Partial images as they come, then one Completed; only called for models that stream."""
         ...
 
-    def stream_edit(self, spec: ModelSpec, req: EditRequest) -> AsyncIterator[StreamEvent]: ...
+    def stream_edit(self, spec: ModelSpec, req: EditRequest) -> AsyncGenerator[StreamEvent, None]: ...
 
     async def aclose(self) -> None:
         """Release what the provider itself opened (never the shared HTTP client)."""

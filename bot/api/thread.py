@@ -19,13 +19,13 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from typing import Any
 
 import httpx
 
 from bot.api import decode
-from bot.api.download import DEFAULT_MAX_DOWNLOAD, fetch_image
+from bot.api.download import DEFAULT_MAX_DOWNLOAD, fetch_images
 from bot.api.http import CONTENT_CODES, RetryPolicy, error_from_body, send
 from bot.api.openai import USER_AGENT
 from bot.api.types import (
@@ -45,7 +45,7 @@ from bot.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from bot.log import redact
+from bot.log import redact, register_secrets
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,7 @@ class ThreadProvider:
     ) -> None:
         self._http = http
         self._token = token
+        register_secrets([token])
         self._base = base_url.rstrip("/")
         self._credit_usd = credit_usd
         self._poll_timeout = poll_timeout
@@ -289,12 +290,7 @@ class ThreadProvider:
             raise ProviderUnavailable(
                 "The thread image service answered without any image.", request_id=_text(response.get("guid"))
             )
-        blobs = await asyncio.gather(
-            *(
-                fetch_image(self._http, url, allowed_hosts=self._download_hosts, max_bytes=self._max_download)
-                for url in urls
-            )
-        )
+        blobs = await fetch_images(self._http, urls, allowed_hosts=self._download_hosts, max_bytes=self._max_download)
         images = await asyncio.gather(*(asyncio.to_thread(decode.describe, blob) for blob in blobs))
         credits = _credits(response.get("credits"))
         log.info("thread %s: %d image(s) for %g credits", guid, len(images), credits)
@@ -321,11 +317,11 @@ class ThreadProvider:
         """Not offered: the thread API only turns text into images."""
         raise self._text_only()
 
-    async def stream_generate(self, spec: ModelSpec, req: GenerateRequest) -> AsyncIterator[StreamEvent]:
+    async def stream_generate(self, spec: ModelSpec, req: GenerateRequest) -> AsyncGenerator[StreamEvent, None]:
         """No previews: one Completed event once the images are there."""
         yield Completed(await self.generate(spec, req))
 
-    async def stream_edit(self, spec: ModelSpec, req: EditRequest) -> AsyncIterator[StreamEvent]:
+    async def stream_edit(self, spec: ModelSpec, req: EditRequest) -> AsyncGenerator[StreamEvent, None]:
         """Not offered: raises InvalidOption when iterated, like `edit`."""
         yield Completed(await self.edit(spec, req))
 
