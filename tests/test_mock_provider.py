@@ -402,3 +402,14 @@ async def test_client_vary_on_dall_e_2_uses_the_variations_endpoint(catalogue: C
     assert result.variation == "endpoint"
     assert result.extra["label"] == LABEL_VARIATION
     assert result.size == "1024x1024"
+
+
+async def test_vary_with_auto_size_keeps_the_source_shape(catalogue: Catalogue) -> None:
+    """A landscape source varied with size auto comes back landscape (as the real service does)."""
+    client = ImagesClient(MockProvider(), catalogue, default_model="gpt-image-2")
+    source = InputImage(png_bytes((1536, 1024)))
+    result = await client.vary(VaryRequest(image=source))
+    assert (result.images[0].width, result.images[0].height) == (1536, 1024)
+    fixed = ImagesClient(MockProvider(), catalogue, default_model="gpt-image-1")
+    result = await fixed.vary(VaryRequest(image=InputImage(png_bytes((900, 1400)))))
+    assert (result.images[0].width, result.images[0].height) == (1024, 1536)

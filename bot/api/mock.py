@@ -34,6 +34,7 @@ from bot.api.types import (
     StreamEvent,
     VaryRequest,
 )
+from bot.api.validate import image_size
 from bot.catalogue import ModelSpec, parse_size
 from bot.errors import InvalidOption
 
@@ -376,9 +377,22 @@ def _render(job: _Job, index: int, partials: int) -> tuple[GeneratedImage, tuple
 # -- the provider ------------------------------------------------------------------------------------
 
 
-def _pixels(spec: ModelSpec, size: str | None) -> tuple[int, int]:
-    """`"WxH"` exactly; "auto" (or anything else) → the model's first concrete size, else 1024x1024."""
+def _like(spec: ModelSpec, source: tuple[int, int]) -> tuple[int, int]:
+    """The size the model would pick for "auto" from an input of `source` pixels: its shape, allowed."""
+    if spec.size_rule is not None:
+        return spec.size_rule.nearest(*source)
+    listed = [p for p in map(parse_size, spec.sizes) if p is not None]
+    if not listed:
+        return _FALLBACK_SIZE
+    aspect = source[0] / max(source[1], 1)
+    return min(listed, key=lambda p: abs(p[0] / p[1] - aspect))
+
+
+def _pixels(spec: ModelSpec, size: str | None, source: tuple[int, int] | None = None) -> tuple[int, int]:
+    """`"WxH"` exactly; "auto" → the input's shape for edits, else the model's first concrete size."""
     parsed = parse_size(size or spec.default_size)
+    if parsed is None and source is not None:
+        parsed = _like(spec, source)
     if parsed is None:
         parsed = next((p for p in map(parse_size, spec.sizes) if p is not None), _FALLBACK_SIZE)
     width, height = parsed
@@ -427,10 +441,11 @@ class MockProvider:
         output_format: str | None = None,
         output_compression: int | None = None,
         background: str | None = None,
+        source: tuple[int, int] | None = None,
     ) -> _Job:
         if n < 1:
             raise InvalidOption("n must be at least 1.", param="n")
-        width, height = _pixels(spec, size)
+        width, height = _pixels(spec, size, source)
         fmt = _format(output_format)
         return _Job(
             label=label,
@@ -525,7 +540,8 @@ class MockProvider:
             background=req.background,
         )
 
-    def _edit_job(self, spec: ModelSpec, req: EditRequest) -> _Job:
+    async def _edit_job(self, spec: ModelSpec, req: EditRequest) -> _Job:
+        source = await asyncio.to_thread(image_size, req.images[0].data) if req.images else None
         return self._job(
             spec,
             LABEL_EDIT,
@@ -535,6 +551,7 @@ class MockProvider:
             output_format=req.output_format,
             output_compression=req.output_compression,
             background=req.background,
+            source=source,
         )
 
     # -- the ImageProvider interface ----------------------------------------------------------------
@@ -554,14 +571,15 @@ class MockProvider:
 
     async def edit(self, spec: ModelSpec, req: EditRequest) -> ImageResult:
         """Placeholders labelled MOCK EDIT, with a thumbnail of the first input image when it is readable."""
-        job = self._edit_job(spec, req)
+        job = await self._edit_job(spec, req)
         images = await self._draw(job, req.images[0] if req.images else None)
         return self._result(spec, job, images, quality=req.quality, background=req.background)
 
     async def variations(self, spec: ModelSpec, req: VaryRequest) -> ImageResult:
         """PNG placeholders labelled MOCK VARIATION, with a thumbnail of the input image."""
         shown = req.prompt or f"variation of {req.image.filename}"
-        job = self._job(spec, LABEL_VARIATION, shown, n=req.n, size=req.size)
+        source = await asyncio.to_thread(image_size, req.image.data)
+        job = self._job(spec, LABEL_VARIATION, shown, n=req.n, size=req.size, source=source)
         images = await self._draw(job, req.image)
         return self._result(spec, job, images)
 
@@ -584,7 +602,7 @@ class MockProvider:
 
     async def stream_edit(self, spec: ModelSpec, req: EditRequest) -> AsyncGenerator[StreamEvent, None]:
         """`req.partial_images` previews per image (0-3), then Completed with the same result as edit."""
-        job = self._edit_job(spec, req)
+        job = await self._edit_job(spec, req)
 
         def finish(images: tuple[GeneratedImage, ...]) -> ImageResult:
             return self._result(spec, job, images, quality=req.quality, background=req.background)
