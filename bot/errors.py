@@ -9,6 +9,7 @@ provider text beyond what helps them) and structured fields for code that wants 
     │   ├── InvalidOption           an option the model does not take, checked before any network call; .param
     │   ├── BadImage                an input image or mask is unusable (empty, not an image, too large, ...)
     │   ├── ModelUnavailable        unknown, shut down or not served model; .replacement when one exists
+    │   ├── BudgetExceeded          a spending budget has no room; .remaining, .limit, .resets_at
     │   ├── BadRequest              the provider refused the parameters (HTTP 400 and friends)
     │   └── ContentRejected         the provider's safety system refused; .categories, .stage (input/output)
     └── ProviderError               the provider could not do it right now: not the user's fault (CLI exit 1)
@@ -25,6 +26,8 @@ provider text beyond what helps them) and structured fields for code that wants 
 """
 
 from __future__ import annotations
+
+import datetime as dt
 
 
 class EaselError(Exception):
@@ -96,6 +99,29 @@ class ModelUnavailable(RequestError):
         super().__init__(message, status=status, code=code, request_id=request_id)
         self.model = model
         self.replacement = replacement
+
+
+class BudgetExceeded(RequestError):
+    """A spending budget has no room for this request; says which, what is left and when it resets."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        estimate: int = 0,
+        remaining: int = 0,
+        limit: int = 0,
+        scope: str | None = None,
+        period: str | None = None,
+        resets_at: dt.datetime | None = None,
+    ) -> None:
+        super().__init__(message, code="budget_exceeded")
+        self.estimate = estimate
+        self.remaining = remaining
+        self.limit = limit
+        self.scope = scope
+        self.period = period
+        self.resets_at = resets_at
 
 
 class BadRequest(RequestError):

@@ -34,7 +34,7 @@ def describe(data: bytes) -> GeneratedImage:
         with Image.open(io.BytesIO(data)) as image:
             mime = _MIMES.get(image.format or "", f"image/{(image.format or 'octet-stream').lower()}")
             width, height = image.size
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError):
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, OSError, ValueError):
         # DecompressionBombError: a header claiming an absurd pixel count is not an image we can use either.
         raise ProviderUnavailable("The image service sent back something that is not an image.") from None
     return GeneratedImage(data=data, mime=mime, width=width, height=height)

@@ -112,6 +112,16 @@ class EditLimits:
     formats: tuple[str, ...] = ("png",)
     square_only: bool = True
     mask: bool = True
+    max_edge: int | None = None
+    """The longest input side worth sending; larger inputs are scaled down first. None: no limit."""
+    max_pixels: int | None = None
+    """The most input pixels worth sending; larger inputs are scaled down first. None: no limit."""
+
+    def __post_init__(self) -> None:
+        if self.max_edge is not None and self.max_edge < 1:
+            raise ValueError("edit.max_edge must be at least 1")
+        if self.max_pixels is not None and self.max_pixels < 1:
+            raise ValueError("edit.max_pixels must be at least 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +305,8 @@ def _build(name: str, raw: Mapping[str, Any], source: str) -> ModelSpec:
                 formats=_strs(edit_raw.get("formats", ["png"]), f"{where}.edit.formats"),
                 square_only=bool(edit_raw.get("square_only", True)),
                 mask=bool(edit_raw.get("mask", True)),
+                max_edge=None if edit_raw.get("max_edge") is None else int(edit_raw["max_edge"]),
+                max_pixels=None if edit_raw.get("max_pixels") is None else int(edit_raw["max_pixels"]),
             )
         prices = _prices(raw, where)
         spec = ModelSpec(

@@ -1,0 +1,7 @@
+"""Everything Easel does to pixels, with no Discord and no I/O: pure functions for `asyncio.to_thread`.
+
+- `inputs`: make any upload (PNG, JPEG, WEBP, GIF, BMP, TIFF, HEIC) into what the model accepts, or refuse it.
+- `masks`: masks from a region, a mask image or the image's own transparency, and a preview of the area.
+- `outpaint`: zoom out and pan: the image on a larger transparent canvas, with the mask of the new border.
+- `fit`: result images into Discord's per-file and per-message limits with the fewest encodes; grids.
+"""

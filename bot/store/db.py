@@ -1,0 +1,205 @@
+"""The process's one SQLite connection (aiosqlite): pragmas, versioned migrations, serialised access.
+
+Every connection sets WAL, `synchronous=NORMAL`, `foreign_keys=ON` and a busy timeout. Migrations are the
+numbered files in `migrations/` (`0001_initial.sql`, ...); each runs in its own `BEGIN IMMEDIATE`
+transaction together with its `PRAGMA user_version`, so a failed migration leaves nothing behind. A
+database written by a newer Easel is refused rather than guessed at.
+
+Statements from different coroutines share one connection, so every use goes through one asyncio lock:
+a transaction's statements are never interleaved with another coroutine's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from bot.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 5000
+_MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+Params = Sequence[Any] | dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def shipped_migrations() -> list[Migration]:
+    """The migration files shipped in the package, in order."""
+    folder = resources.files("bot.store").joinpath("migrations")
+    found: list[Migration] = []
+    for entry in folder.iterdir():
+        match = _MIGRATION.match(entry.name)
+        if match:
+            found.append(Migration(int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"migration files must be numbered 0001, 0002, ... without gaps: {versions}")
+    return found
+
+
+class Database:
+    """One aiosqlite connection with Easel's pragmas and schema; use `open()` and `close()`."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: str) -> None:
+        self._conn = conn
+        self.path = path
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"Database({self.path!r})"
+
+    @classmethod
+    async def open(cls, path: Path | str, *, migrations: Iterable[Migration] | None = None) -> Database:
+        """Connect to `path` (":memory:" works too), set the pragmas and bring the schema up to date."""
+        target = str(path)
+        if target != ":memory:":
+            folder = Path(target).parent
+            try:
+                await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    f"EASEL_DATA_DIR: cannot create {folder} ({exc.strerror})", variable="EASEL_DATA_DIR"
+                ) from None
+        try:
+            conn = await aiosqlite.connect(target, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise ConfigError(f"EASEL_DATA_DIR: cannot open the database {target} ({exc})") from None
+        conn.row_factory = sqlite3.Row
+        db = cls(conn, target)
+        try:
+            await db._pragmas()
+            await db._migrate(list(migrations) if migrations is not None else shipped_migrations())
+        except BaseException:
+            await conn.close()
+            raise
+        return db
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._conn.close()
+
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _pragmas(self) -> None:
+        await self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        await self._conn.execute("PRAGMA foreign_keys = ON")
+        if self.path != ":memory:":
+            row = await (await self._conn.execute("PRAGMA journal_mode = WAL")).fetchone()
+            if row is None or str(row[0]).lower() != "wal":
+                log.warning("database %s: WAL mode unavailable, using %s", self.path, row[0] if row else "?")
+            # NORMAL is durable in WAL mode except for the last transactions before a power cut.
+            await self._conn.execute("PRAGMA synchronous = NORMAL")
+
+    async def version(self) -> int:
+        row = await (await self._conn.execute("PRAGMA user_version")).fetchone()
+        return int(row[0]) if row else 0
+
+    async def _migrate(self, migrations: list[Migration]) -> None:
+        current = await self.version()
+        newest = migrations[-1].version if migrations else 0
+        if current > newest:
+            raise ConfigError(
+                f"The database {self.path} was written by a newer Easel (schema {current}; this version knows "
+                f"up to {newest}): upgrade Easel or point EASEL_DATA_DIR at another folder.",
+                variable="EASEL_DATA_DIR",
+            )
+        for migration in migrations:
+            if migration.version <= current:
+                continue
+            log.info("database %s: applying %s", self.path, migration.name)
+            # executescript() commits first and runs everything as given, so the script carries its own
+            # transaction: the schema change and the version number commit together or not at all.
+            script = f"BEGIN IMMEDIATE;\n{migration.sql}\nPRAGMA user_version = {migration.version};\nCOMMIT;"
+            try:
+                await self._conn.executescript(script)
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    await self._conn.execute("ROLLBACK")
+                raise RuntimeError(f"database migration {migration.name} failed: {exc}") from exc
+
+    # -- access --------------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """`BEGIN IMMEDIATE` ... `COMMIT`, or `ROLLBACK` on any error; nobody else uses the connection meanwhile."""
+        async with self._lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield Transaction(self._conn)
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+            await self._conn.execute("COMMIT")
+
+    @contextlib.asynccontextmanager
+    async def scratch(self) -> AsyncIterator[Transaction]:
+        """A transaction that is always rolled back: for asking the schema about rows that must not stay."""
+        async with self._lock:
+            await self._conn.execute("BEGIN")
+            try:
+                yield Transaction(self._conn)
+            finally:
+                await self._conn.execute("ROLLBACK")
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        """One statement, committed on its own; the number of rows it changed (or the new row id for INSERT)."""
+        async with self._lock:
+            return await Transaction(self._conn).execute(sql, params)
+
+    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
+        async with self._lock:
+            return await Transaction(self._conn).fetchone(sql, params)
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        async with self._lock:
+            return await Transaction(self._conn).fetchall(sql, params)
+
+    async def fetchval(self, sql: str, params: Params = ()) -> Any:
+        row = await self.fetchone(sql, params)
+        return None if row is None else row[0]
+
+
+class Transaction:
+    """Statements inside `Database.transaction()`."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        cursor = await self._conn.execute(sql, params)
+        if sql.lstrip()[:6].upper() == "INSERT":
+            return int(cursor.lastrowid or 0)
+        return int(cursor.rowcount)
+
+    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
+        cursor = await self._conn.execute(sql, params)
+        row: sqlite3.Row | None = await cursor.fetchone()
+        await cursor.close()
+        return row
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        rows = await self._conn.execute_fetchall(sql, params)
+        return list(rows)
