@@ -24,9 +24,10 @@ from bot import pricing
 from bot.api.client import utc_today
 from bot.api.types import EditRequest, GenerateRequest, ImageResult, InputImage, VaryRequest
 from bot.api.validate import sniff_format
-from bot.catalogue import Catalogue, ModelSpec
+from bot.catalogue import Catalogue
 from bot.config import PROVIDERS, Settings, load_settings
 from bot.errors import BadImage, ConfigError, EaselError, ProviderError
+from bot.jobs import JobOutcome, Requester
 from bot.log import redact, setup_logging
 from bot.services import Core, load_catalogue, open_core, settings_problems
 
@@ -133,7 +134,12 @@ def _save(result: ImageResult, out: Path, now: dt.datetime) -> list[Path]:
     return paths
 
 
-def _report(result: ImageResult, paths: Sequence[Path], spec: ModelSpec, estimate: int, out: TextIO) -> None:
+CLI_USER = Requester(user_id="cli")
+"""Who the CLI's jobs belong to in the ledger, so an admin's test runs show up in reports at their real cost."""
+
+
+def _report(outcome: JobOutcome, paths: Sequence[Path], out: TextIO) -> None:
+    result = outcome.result
     for path, image in zip(paths, result.images, strict=True):
         print(f"{path}  ({image.width}x{image.height} {image.mime})", file=out)
     if result.mock:
@@ -142,11 +148,10 @@ def _report(result: ImageResult, paths: Sequence[Path], spec: ModelSpec, estimat
         print(f"revised prompt: {result.revised_prompt}", file=out)
     if result.variation and result.variation != "endpoint":
         print(f"variation: through edit ({result.variation.removeprefix('edit-')})", file=out)
-    cost = 0 if result.mock else pricing.actual(spec, usage=result.usage, estimate=estimate)
+    credits = f" ({result.credits:g} credits)" if result.credits is not None else ""
     print(
-        f"model {result.model} via {result.provider}, {result.provider_ms / 1000:.1f}s; "
-        f"estimate {pricing.format_usd(0 if result.mock else estimate)}, cost {pricing.format_usd(cost)}"
-        + (f" ({result.credits:g} credits)" if result.credits is not None else ""),
+        f"job {outcome.job_id}: model {result.model} via {result.provider}, {result.provider_ms / 1000:.1f}s; "
+        f"estimate {pricing.format_usd(outcome.estimate)}, cost {pricing.format_usd(outcome.cost)}{credits}",
         file=out,
     )
 
@@ -163,14 +168,8 @@ async def _imagine(core: Core, args: argparse.Namespace, out: TextIO) -> None:
         output_format=args.output_format,
         output_compression=args.output_compression,
         complexity=args.complexity,
-        user="cli",
     )
-    spec, checked = core.images.check_generate(req)
-    estimate = pricing.estimate(
-        spec, size=checked.size or spec.default_size, quality=checked.quality or "", n=checked.n, prompt=checked.prompt
-    )
-    result = await core.images.generate(req)
-    await _finish(result, spec, estimate, args.out, out)
+    await _finish(await core.studio.generate(req, CLI_USER), args.out, out)
 
 
 async def _edit(core: Core, args: argparse.Namespace, out: TextIO) -> None:
@@ -187,42 +186,21 @@ async def _edit(core: Core, args: argparse.Namespace, out: TextIO) -> None:
         background=args.background,
         output_format=args.output_format,
         input_fidelity=args.input_fidelity,
-        user="cli",
     )
-    spec, checked = core.images.check_edit(req)
-    estimate = pricing.estimate(
-        spec,
-        size=checked.size or spec.default_size,
-        quality=checked.quality or "",
-        n=checked.n,
-        prompt=checked.prompt,
-        input_images=len(images),
-    )
-    result = await core.images.edit(req)
-    await _finish(result, spec, estimate, args.out, out)
+    await _finish(await core.studio.edit(req, CLI_USER), args.out, out)
 
 
 async def _vary(core: Core, args: argparse.Namespace, out: TextIO) -> None:
     image = await asyncio.to_thread(_read_image, args.image)
     req = VaryRequest(
-        image=image, model=args.model, n=args.n, size=args.size, strength=args.strength, prompt=args.prompt, user="cli"
+        image=image, model=args.model, n=args.n, size=args.size, strength=args.strength, prompt=args.prompt
     )
-    spec, checked, edit = core.images.vary_plan(req)
-    estimate = pricing.estimate(
-        spec,
-        size=checked.size or spec.default_size,
-        quality=(edit.quality if edit else None) or spec.default_quality,
-        n=checked.n,
-        prompt=edit.prompt if edit else "",
-        input_images=1 if edit else 0,
-    )
-    result = await core.images.vary(req)
-    await _finish(result, spec, estimate, args.out, out)
+    await _finish(await core.studio.vary(req, CLI_USER), args.out, out)
 
 
-async def _finish(result: ImageResult, spec: ModelSpec, estimate: int, folder: Path, out: TextIO) -> None:
-    paths = await asyncio.to_thread(_save, result, folder, dt.datetime.now(dt.UTC).astimezone())
-    _report(result, paths, spec, estimate, out)
+async def _finish(outcome: JobOutcome, folder: Path, out: TextIO) -> None:
+    paths = await asyncio.to_thread(_save, outcome.result, folder, dt.datetime.now(dt.UTC).astimezone())
+    _report(outcome, paths, out)
 
 
 def list_models(catalogue: Catalogue, settings: Settings, *, show_all: bool, today: dt.date, out: TextIO) -> None:

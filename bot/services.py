@@ -1,7 +1,9 @@
 """Composition: build the core's services from settings, and own their lifetimes.
 
-`open_core()` is the one place that creates the process's `httpx.AsyncClient` and the image provider,
-and closes them in reverse order. The CLI uses it directly; the Discord bot opens it in `setup_hook`.
+`open_core()` is the one place that creates the process's `httpx.AsyncClient`, the image provider and
+the database connection, and closes them in reverse order. The CLI uses it directly; the Discord bot
+opens it in `setup_hook` (with `recover=True`: only the long-running bot resolves jobs a crash left
+behind, so a CLI run beside it never touches the bot's jobs in flight).
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ from bot.api.thread import ThreadProvider
 from bot.catalogue import Catalogue
 from bot.config import Settings
 from bot.errors import ConfigError
+from bot.jobs import Studio
 from bot.log import register_secrets
+from bot.store.db import Database
+from bot.store.ledger import Ledger, Recovery
+
+DATABASE_FILE = "easel.db"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +41,10 @@ class Core:
     http: httpx.AsyncClient
     provider: ImageProvider
     images: ImagesClient
+    db: Database
+    ledger: Ledger
+    studio: Studio
+    recovery: Recovery | None = None
 
 
 def settings_problems(settings: Settings, catalogue: Catalogue) -> list[str]:
@@ -106,6 +117,7 @@ async def open_core(
     *,
     http: httpx.AsyncClient | None = None,
     sleep: Sleep | None = None,
+    recover: bool = False,
 ) -> AsyncIterator[Core]:
     """Open the core for `settings`; closes what it opened (a passed-in `http` stays the caller's)."""
     register_secrets(settings.secrets())
@@ -126,4 +138,19 @@ async def open_core(
             max_n=settings.max_images,
             user_salt=settings.user_salt.get_secret_value(),
         )
-        yield Core(settings=settings, catalogue=catalogue, http=http, provider=provider, images=images)
+        db = await Database.open(settings.data_dir / DATABASE_FILE)
+        stack.push_async_callback(db.close)
+        ledger = Ledger(db)
+        recovery = await ledger.recover() if recover else None
+        studio = Studio(images, ledger, credit_usd=settings.thread_credit_usd)
+        yield Core(
+            settings=settings,
+            catalogue=catalogue,
+            http=http,
+            provider=provider,
+            images=images,
+            db=db,
+            ledger=ledger,
+            studio=studio,
+            recovery=recovery,
+        )

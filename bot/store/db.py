@@ -29,6 +29,8 @@ from bot.errors import ConfigError
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5000
+# Writes that arrive while a commit is under way share the next one; this caps one transaction's size.
+WRITE_BATCH = 256
 _MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 Params = Sequence[Any] | dict[str, Any]
@@ -63,6 +65,8 @@ class Database:
         self._conn = conn
         self.path = path
         self._lock = asyncio.Lock()
+        self._pending: asyncio.Queue[_Write | None] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"Database({self.path!r})"
@@ -94,6 +98,11 @@ class Database:
         return db
 
     async def close(self) -> None:
+        """Finish the writes already asked for, then close the connection."""
+        if self._writer is not None:
+            await self._pending.put(None)
+            await self._writer
+            self._writer = None
         async with self._lock:
             await self._conn.close()
 
@@ -106,6 +115,8 @@ class Database:
     async def _pragmas(self) -> None:
         await self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         await self._conn.execute("PRAGMA foreign_keys = ON")
+        # The budget triggers build small temporary b-trees; on disk they cost more than the rest together.
+        await self._conn.execute("PRAGMA temp_store = MEMORY")
         if self.path != ":memory:":
             row = await (await self._conn.execute("PRAGMA journal_mode = WAL")).fetchone()
             if row is None or str(row[0]).lower() != "wal":
@@ -164,6 +175,63 @@ class Database:
             finally:
                 await self._conn.execute("ROLLBACK")
 
+    async def write(self, sql: str, params: Params = ()) -> int:
+        """One statement through the group-commit writer; like `execute`, but many writers share commits.
+
+        Statements that arrive together run in one transaction, each on its own: a statement that fails
+        (a constraint, a trigger's RAISE(ABORT)) is undone alone and raises here, the others commit. The
+        call returns only once its statement is committed.
+        """
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_loop(), name=f"easel-db-writer:{self.path}")
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        await self._pending.put(_Write(sql, params, done))
+        return await done
+
+    async def _write_loop(self) -> None:
+        while True:
+            first = await self._pending.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < WRITE_BATCH and not self._pending.empty():
+                item = self._pending.get_nowait()
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            await self._run_batch(batch)
+            if stop:
+                return
+
+    async def _run_batch(self, batch: list[_Write]) -> None:
+        outcomes: list[tuple[_Write, int | BaseException]] = []
+        async with self._lock:
+            try:
+                await self._conn.execute("BEGIN IMMEDIATE")
+                tx = Transaction(self._conn)
+                for item in batch:
+                    try:
+                        outcomes.append((item, await tx.execute(item.sql, item.params)))
+                    except sqlite3.Error as exc:
+                        outcomes.append((item, exc))
+                        if not self._conn.in_transaction:
+                            # SQLite gave up the whole transaction (I/O error, disk full): nothing committed.
+                            raise
+                await self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    await self._conn.execute("ROLLBACK")
+                outcomes = [(item, exc) for item in batch]
+        for item, outcome in outcomes:
+            if item.done.cancelled():
+                continue
+            if isinstance(outcome, BaseException):
+                item.done.set_exception(outcome)
+            else:
+                item.done.set_result(outcome)
+
     async def execute(self, sql: str, params: Params = ()) -> int:
         """One statement, committed on its own; the number of rows it changed (or the new row id for INSERT)."""
         async with self._lock:
@@ -180,6 +248,13 @@ class Database:
     async def fetchval(self, sql: str, params: Params = ()) -> Any:
         row = await self.fetchone(sql, params)
         return None if row is None else row[0]
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    sql: str
+    params: Params
+    done: asyncio.Future[int]
 
 
 class Transaction:

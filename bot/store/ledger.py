@@ -179,20 +179,20 @@ class Ledger:
             raise ValueError("an estimate cannot be negative")
         params = self._job_params(draft, status="queued", cost_state="reserved", estimate=estimate)
         try:
-            return await self.db.execute(_INSERT_JOB, params)
+            return await self.db.write(_INSERT_JOB, params)
         except sqlite3.IntegrityError as exc:
-            if "budget exceeded" not in str(exc):
+            if "within_budget" not in str(exc):
                 raise
         raise await self._refusal(draft, estimate)
 
     async def reject(self, draft: JobDraft, *, code: str, message: str) -> int:
         """Record a request refused before any money moved (validation, moderation, budget); the job id."""
         params = self._job_params(draft, status="rejected", cost_state="free", estimate=0, error=(code, message))
-        return await self.db.execute(_INSERT_JOB, params)
+        return await self.db.write(_INSERT_JOB, params)
 
     async def start(self, job_id: int) -> bool:
         """Mark a queued job running, just before its request goes out; False when it is no longer queued."""
-        changed = await self.db.execute(
+        changed = await self.db.write(
             "UPDATE jobs SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'",
             (iso(self._clock()), job_id),
         )
@@ -213,7 +213,7 @@ class Ledger:
         """
         if cost < 0:
             raise ValueError("a cost cannot be negative")
-        changed = await self.db.execute(
+        changed = await self.db.write(
             "UPDATE jobs SET status = 'succeeded', cost_state = 'settled', cost = ?, revised_prompt = ?, "
             "request_id = ?, credits = ?, finished_at = ? WHERE id = ? AND cost_state = 'reserved'",
             (cost, revised_prompt, request_id, credits, iso(self._clock()), job_id),
@@ -230,7 +230,7 @@ class Ledger:
         request_id: str | None = None,
     ) -> bool:
         """Release the whole reservation of a job that produced nothing; False when already final."""
-        changed = await self.db.execute(
+        changed = await self.db.write(
             "UPDATE jobs SET status = ?, cost_state = 'refunded', error_code = ?, error_message = ?, "
             "request_id = COALESCE(?, request_id), finished_at = ? WHERE id = ? AND cost_state = 'reserved'",
             (status, code, message, request_id, iso(self._clock()), job_id),
@@ -239,7 +239,7 @@ class Ledger:
 
     async def keep_unknown(self, job_id: int, *, code: str, message: str = "") -> bool:
         """Keep the estimate as the cost of a job the provider may have billed without answering."""
-        changed = await self.db.execute(
+        changed = await self.db.write(
             "UPDATE jobs SET status = 'failed', cost_state = 'unknown', cost = estimate, error_code = ?, "
             "error_message = ?, finished_at = ? WHERE id = ? AND cost_state = 'reserved'",
             (code, message, iso(self._clock()), job_id),

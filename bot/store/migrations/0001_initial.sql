@@ -74,10 +74,10 @@ CREATE TABLE ledger (
     day             TEXT    NOT NULL,                     -- the job's day (YYYY-MM-DD UTC): the period it counts in
     note            TEXT
 );
--- Covering indexes for the reports: spend per user, per guild, per model and per day.
-CREATE INDEX ledger_by_day ON ledger (day, kind, amount, model);
+-- Covering indexes for the reports (spend per day, model and guild over a date range; one user's spend)
+-- and for a job's own rows. Each index costs every reservation a write, so there are only these three.
+CREATE INDEX ledger_by_day ON ledger (day, kind, amount, model, guild_id);
 CREATE INDEX ledger_by_user ON ledger (user_id, day, kind, amount);
-CREATE INDEX ledger_by_guild ON ledger (guild_id, day, kind, amount);
 CREATE INDEX ledger_by_job ON ledger (job_id);
 
 CREATE TABLE budgets (
@@ -95,11 +95,16 @@ CREATE TABLE budgets (
 );
 
 -- Net spend (reserve + charge - refund) per budget, per subject (the user, for user budgets) and period.
+-- A reservation writes its row with `enforce` = 1, so the CHECK refuses it when it would pass the limit;
+-- charges and refunds write with `enforce` = 0, because money already spent is recorded, never refused.
 CREATE TABLE budget_spend (
     budget_id       INTEGER NOT NULL REFERENCES budgets (id) ON DELETE CASCADE,
     subject         TEXT    NOT NULL,
     period_start    TEXT    NOT NULL,                     -- YYYY-MM-DD, or '' for all-time budgets
     spent           INTEGER NOT NULL,
+    limit_micros    INTEGER NOT NULL,                     -- a copy of the budget's limit
+    enforce         INTEGER NOT NULL DEFAULT 0,
+    CONSTRAINT within_budget CHECK (enforce = 0 OR spent <= limit_micros),
     PRIMARY KEY (budget_id, subject, period_start)
 ) WITHOUT ROWID;
 
@@ -132,22 +137,18 @@ JOIN budgets AS b
                      AND own.period = b.period AND own.target_id = j.user_id))));
 
 -- A reservation writes its ledger row and adds its estimate to the counter of every budget that applies;
--- if any of them goes over its limit the insert aborts, undoing the job, its ledger row and the counters.
--- Overspending is impossible even with many writers, because SQLite runs one write transaction at a time.
+-- if any of them would pass its limit, the within_budget CHECK aborts the insert, undoing the job, its
+-- ledger row and the counters. Overspending is impossible even with many writers, because SQLite runs
+-- one write transaction at a time.
 CREATE TRIGGER jobs_reserve AFTER INSERT ON jobs WHEN NEW.cost_state = 'reserved'
 BEGIN
     INSERT INTO ledger (job_id, kind, amount, user_id, guild_id, model, at, day)
     VALUES (NEW.id, 'reserve', NEW.estimate, NEW.user_id, NEW.guild_id, NEW.model,
             strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), substr(NEW.created_at, 1, 10));
-    INSERT INTO budget_spend (budget_id, subject, period_start, spent)
-    SELECT budget_id, subject, period_start, NEW.estimate FROM job_budgets WHERE job_id = NEW.id AND NEW.estimate > 0
-    ON CONFLICT (budget_id, subject, period_start) DO UPDATE SET spent = spent + excluded.spent;
-    SELECT RAISE(ABORT, 'easel: budget exceeded')
-    WHERE NEW.estimate > 0 AND EXISTS (
-        SELECT 1 FROM job_budgets AS jb
-        JOIN budget_spend AS s
-          ON s.budget_id = jb.budget_id AND s.subject = jb.subject AND s.period_start = jb.period_start
-        WHERE jb.job_id = NEW.id AND s.spent > jb.limit_micros);
+    INSERT INTO budget_spend (budget_id, subject, period_start, spent, limit_micros, enforce)
+    SELECT budget_id, subject, period_start, NEW.estimate, limit_micros, 1
+    FROM job_budgets WHERE job_id = NEW.id AND NEW.estimate > 0
+    ON CONFLICT (budget_id, subject, period_start) DO UPDATE SET spent = spent + excluded.spent, enforce = 1;
 END;
 
 -- Only these cost transitions exist; anything else (settling twice, refunding a settled job) is refused.
@@ -179,10 +180,10 @@ BEGIN
     INSERT INTO ledger (job_id, kind, amount, user_id, guild_id, model, at, day)
     VALUES (NEW.id, 'refund', OLD.estimate, NEW.user_id, NEW.guild_id, NEW.model,
             strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), substr(NEW.created_at, 1, 10));
-    INSERT INTO budget_spend (budget_id, subject, period_start, spent)
-    SELECT budget_id, subject, period_start, NEW.cost - OLD.estimate FROM job_budgets
+    INSERT INTO budget_spend (budget_id, subject, period_start, spent, limit_micros)
+    SELECT budget_id, subject, period_start, NEW.cost - OLD.estimate, limit_micros FROM job_budgets
     WHERE job_id = NEW.id AND NEW.cost <> OLD.estimate
-    ON CONFLICT (budget_id, subject, period_start) DO UPDATE SET spent = spent + excluded.spent;
+    ON CONFLICT (budget_id, subject, period_start) DO UPDATE SET spent = spent + excluded.spent, enforce = 0;
 END;
 
 CREATE TRIGGER jobs_refund AFTER UPDATE OF cost_state ON jobs
@@ -191,9 +192,10 @@ BEGIN
     INSERT INTO ledger (job_id, kind, amount, user_id, guild_id, model, at, day)
     VALUES (NEW.id, 'refund', OLD.estimate, NEW.user_id, NEW.guild_id, NEW.model,
             strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), substr(NEW.created_at, 1, 10));
-    INSERT INTO budget_spend (budget_id, subject, period_start, spent)
-    SELECT budget_id, subject, period_start, -OLD.estimate FROM job_budgets WHERE job_id = NEW.id AND OLD.estimate > 0
-    ON CONFLICT (budget_id, subject, period_start) DO UPDATE SET spent = spent + excluded.spent;
+    INSERT INTO budget_spend (budget_id, subject, period_start, spent, limit_micros)
+    SELECT budget_id, subject, period_start, -OLD.estimate, limit_micros FROM job_budgets
+    WHERE job_id = NEW.id AND OLD.estimate > 0
+    ON CONFLICT (budget_id, subject, period_start) DO UPDATE SET spent = spent + excluded.spent, enforce = 0;
 END;
 
 CREATE TRIGGER ledger_append_only_update BEFORE UPDATE ON ledger
@@ -209,12 +211,18 @@ END;
 -- A new budget starts from what was already spent in its current periods.
 CREATE TRIGGER budgets_backfill AFTER INSERT ON budgets
 BEGIN
-    INSERT INTO budget_spend (budget_id, subject, period_start, spent)
+    INSERT INTO budget_spend (budget_id, subject, period_start, spent, limit_micros)
     SELECT jb.budget_id, jb.subject, jb.period_start,
-           SUM(CASE l.kind WHEN 'refund' THEN -l.amount ELSE l.amount END)
+           SUM(CASE l.kind WHEN 'refund' THEN -l.amount ELSE l.amount END), NEW.limit_micros
     FROM job_budgets AS jb JOIN ledger AS l ON l.job_id = jb.job_id
     WHERE jb.budget_id = NEW.id
     GROUP BY jb.budget_id, jb.subject, jb.period_start;
+END;
+
+-- A new limit applies from the next reservation on; what is already spent stays recorded.
+CREATE TRIGGER budgets_limit_changed AFTER UPDATE OF limit_micros ON budgets
+BEGIN
+    UPDATE budget_spend SET limit_micros = NEW.limit_micros, enforce = 0 WHERE budget_id = NEW.id;
 END;
 
 -- What a budget covers is fixed once made (its counters depend on it); change the limit, or delete and add.

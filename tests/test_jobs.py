@@ -1,0 +1,169 @@
+"""Studio: every request checked, priced, reserved, then settled or refunded, through a real ledger."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+
+from bot.api.client import ImagesClient
+from bot.api.http import RetryPolicy
+from bot.api.mock import MockProvider
+from bot.api.openai import OpenAIProvider
+from bot.api.types import GenerateRequest, InputImage, VaryRequest
+from bot.catalogue import Catalogue
+from bot.errors import BudgetExceeded, ContentRejected, InvalidOption, ProviderTimeout
+from bot.jobs import Requester, Studio
+from bot.store.db import Database
+from bot.store.ledger import Ledger
+from tests import images
+
+BASE = "https://api.test/v1"
+ALICE = Requester(user_id="alice", guild_id="g1", channel_id="c1", roles=("r1",))
+USAGE = {
+    "input_tokens": 40,
+    "input_tokens_details": {"text_tokens": 40, "image_tokens": 0},
+    "output_tokens": 1767,
+    "output_tokens_details": {"image_tokens": 1767, "text_tokens": 0},
+    "total_tokens": 1807,
+}
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = await Database.open(tmp_path / "easel.db")
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as client:
+        yield client
+
+
+@pytest.fixture
+def studio(http: httpx.AsyncClient, db: Database, catalogue: Catalogue) -> Studio:
+    provider = OpenAIProvider(http, api_key="sk-test-0000000000", base_url=BASE, retry=RetryPolicy(max_retries=0))
+    return Studio(ImagesClient(provider, catalogue, default_model="gpt-image-2"), Ledger(db))
+
+
+def answer(usage: dict[str, object] | None = USAGE) -> httpx.Response:
+    body: dict[str, object] = {"created": 1, "data": [{"b64_json": base64.b64encode(images.png(16, 16)).decode()}]}
+    if usage:
+        body["usage"] = usage
+    return httpx.Response(200, json=body, headers={"x-request-id": "req_42"})
+
+
+async def job(db: Database, job_id: int) -> dict[str, object]:
+    row = await db.fetchone("SELECT * FROM jobs WHERE id = ?", (job_id,))
+    assert row is not None
+    return dict(row)
+
+
+async def net(db: Database) -> int:
+    value = await db.fetchval(
+        "SELECT COALESCE(SUM(CASE kind WHEN 'refund' THEN -amount ELSE amount END), 0) FROM ledger"
+    )
+    return int(value)
+
+
+@respx.mock(base_url=BASE)
+async def test_success_charges_the_actual_cost(respx_mock: respx.MockRouter, studio: Studio, db: Database) -> None:
+    """A finished job is settled at the cost its token usage gives, and recorded with its request id."""
+    respx_mock.post("/images/generations").mock(return_value=answer())
+    outcome = await studio.generate(GenerateRequest(prompt="a fox", quality="medium", size="1024x1024"), ALICE)
+    # 40 text tokens at $5/M and 1,767 image tokens at $30/M.
+    assert outcome.cost == 200 + 53_010
+    assert outcome.estimate >= 53_000
+    row = await job(db, outcome.job_id)
+    assert (row["status"], row["cost_state"], row["cost"], row["request_id"]) == (
+        "succeeded",
+        "settled",
+        53_210,
+        "req_42",
+    )
+    assert (row["user_id"], row["guild_id"], json.loads(str(row["roles"]))) == ("alice", "g1", ["r1"])
+    assert await net(db) == 53_210
+
+
+@respx.mock(base_url=BASE, assert_all_called=False)
+async def test_invalid_request_is_rejected_for_free(respx_mock: respx.MockRouter, studio: Studio, db: Database) -> None:
+    """A request the model cannot take costs nothing, sends nothing, and leaves a job with the reason."""
+    route = respx_mock.post("/images/generations").mock(return_value=answer())
+    with pytest.raises(InvalidOption):
+        await studio.generate(GenerateRequest(prompt="a fox", style="vivid"), ALICE)
+    assert not route.called
+    row = await job(db, 1)
+    assert (row["status"], row["cost_state"], row["error_code"]) == ("rejected", "free", "InvalidOption")
+    assert row["error_message"] == "gpt-image-2 takes no style; dall-e-3 does."
+    assert await net(db) == 0
+
+
+@respx.mock(base_url=BASE, assert_all_called=False)
+async def test_over_budget_is_rejected_before_the_call(
+    respx_mock: respx.MockRouter, studio: Studio, db: Database
+) -> None:
+    """A budget with no room stops the request before any money is spent."""
+    route = respx_mock.post("/images/generations").mock(return_value=answer())
+    await studio.ledger.set_budget("user", "day", 10_000)
+    with pytest.raises(BudgetExceeded):
+        await studio.generate(GenerateRequest(prompt="a fox", quality="high"), ALICE)
+    assert not route.called
+    assert (await job(db, 1))["status"] == "rejected"
+    assert await net(db) == 0
+
+
+@respx.mock(base_url=BASE)
+async def test_provider_refusal_is_refunded(respx_mock: respx.MockRouter, studio: Studio, db: Database) -> None:
+    """A content rejection returns the reservation in full."""
+    respx_mock.post("/images/generations").mock(
+        return_value=httpx.Response(
+            400, json={"error": {"message": "no", "type": "invalid_request_error", "code": "content_policy_violation"}}
+        )
+    )
+    with pytest.raises(ContentRejected):
+        await studio.generate(GenerateRequest(prompt="a fox"), ALICE)
+    row = await job(db, 1)
+    assert (row["status"], row["cost_state"], row["error_code"]) == ("failed", "refunded", "content_policy_violation")
+    assert await net(db) == 0
+
+
+@respx.mock(base_url=BASE)
+async def test_read_timeout_keeps_an_unknown_charge(respx_mock: respx.MockRouter, studio: Studio, db: Database) -> None:
+    """A generation that timed out after sending may have been billed: the estimate stays, marked unknown."""
+    respx_mock.post("/images/generations").mock(side_effect=httpx.ReadTimeout("slow"))
+    with pytest.raises(ProviderTimeout):
+        await studio.generate(GenerateRequest(prompt="a fox", quality="low", size="1024x1024"), ALICE)
+    row = await job(db, 1)
+    assert row["cost_state"] == "unknown"
+    assert await net(db) == row["estimate"]
+
+
+async def test_mock_jobs_cost_nothing(db: Database, catalogue: Catalogue) -> None:
+    """The mock provider's placeholders are recorded at zero cost."""
+    studio = Studio(ImagesClient(MockProvider(), catalogue, default_model="gpt-image-2"), Ledger(db))
+    await studio.ledger.set_budget("user", "day", 0)
+    outcome = await studio.generate(GenerateRequest(prompt="a fox", n=2), ALICE)
+    assert (outcome.estimate, outcome.cost, len(outcome.result.images)) == (0, 0, 2)
+    vary = await studio.vary(VaryRequest(image=InputImage(images.png(64, 64))), ALICE, parent=(outcome.job_id, 1))
+    row = await job(db, vary.job_id)
+    assert (row["kind"], row["parent_job"], row["parent_index"], row["status"]) == ("vary", 1, 1, "succeeded")
+
+
+async def test_unexpected_failure_refunds(db: Database, catalogue: Catalogue) -> None:
+    """A bug or cancellation inside the call still gives the money back."""
+
+    class Broken(MockProvider):
+        async def generate(self, spec, req):  # type: ignore[no-untyped-def]
+            raise RuntimeError("bug")
+
+    studio = Studio(ImagesClient(Broken(), catalogue, default_model="gpt-image-2"), Ledger(db))
+    with pytest.raises(RuntimeError):
+        await studio.generate(GenerateRequest(prompt="a fox"), ALICE)
+    assert (await job(db, 1))["cost_state"] == "refunded"
