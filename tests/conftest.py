@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 
 from bot.catalogue import Catalogue
+from tests.tracking import TrackingTransport
 
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
@@ -79,3 +82,18 @@ class NoSleep:
 @pytest.fixture
 def no_sleep() -> NoSleep:
     return NoSleep()
+
+
+@pytest.fixture
+async def tracking() -> AsyncIterator[TrackingTransport]:
+    """A real transport that fails the test if any response is left open."""
+    transport = TrackingTransport()
+    yield transport
+    assert transport.open == 0, "a response was left open"
+
+
+@pytest.fixture
+async def client(tracking: TrackingTransport) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client on the tracking transport (respx mocks still apply)."""
+    async with httpx.AsyncClient(transport=tracking) as http:
+        yield http

@@ -12,7 +12,7 @@ import respx
 from bot.api.download import fetch_image, fetch_images, host_allowed
 from bot.errors import ProviderUnavailable
 from tests import images
-from tests.test_http import TrackingTransport
+from tests.tracking import TrackingTransport
 
 HOST = "files.example.test"
 URL = f"https://{HOST}/out/1.png"
@@ -35,19 +35,6 @@ class Counting(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         self.closed = True
-
-
-@pytest.fixture
-async def tracking() -> AsyncIterator[TrackingTransport]:
-    transport = TrackingTransport()
-    yield transport
-    assert transport.open == 0, "a response was left open"
-
-
-@pytest.fixture
-async def client(tracking: TrackingTransport) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=tracking) as http:
-        yield http
 
 
 def png_response(data: bytes = PNG, **headers: str) -> httpx.Response:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import email.utils
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import TypeVar
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -32,74 +31,9 @@ from bot.errors import (
 )
 from tests import images
 from tests.conftest import NoSleep
+from tests.tracking import TrackingTransport
 
 GEN_URL = "https://api.openai.com/v1/images/generations"
-
-T = TypeVar("T")
-
-
-def closable(stream: AsyncIterator[T]) -> AsyncGenerator[T, None]:
-    """A provider stream as the async generator it is, so tests can `aclosing()` it."""
-    assert isinstance(stream, AsyncGenerator)
-    return stream
-
-
-# -- a transport that counts responses still open --------------------------------------------------
-
-
-class _TrackedStream(httpx.AsyncByteStream):
-    def __init__(self, inner: httpx.AsyncByteStream, owner: TrackingTransport) -> None:
-        self._inner = inner
-        self._owner = owner
-        self._closed = False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._inner:
-            yield chunk
-
-    async def aclose(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._owner.open -= 1
-        await self._inner.aclose()
-
-
-class TrackingTransport(httpx.AsyncBaseTransport):
-    """Wraps a real AsyncHTTPTransport and counts responses handed out but not closed yet."""
-
-    def __init__(self, inner: httpx.AsyncHTTPTransport | None = None) -> None:
-        self.inner = inner or httpx.AsyncHTTPTransport()
-        self.open = 0
-        self.opened = 0
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await self.inner.handle_async_request(request)
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        self.open += 1
-        self.opened += 1
-        return httpx.Response(
-            status_code=response.status_code,
-            headers=response.headers,
-            stream=_TrackedStream(response.stream, self),
-            extensions=response.extensions,
-            request=request,
-        )
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
-@pytest.fixture
-async def tracking() -> AsyncIterator[TrackingTransport]:
-    transport = TrackingTransport()
-    yield transport
-    assert transport.open == 0, "a response was left open"
-
-
-@pytest.fixture
-async def client(tracking: TrackingTransport) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=tracking) as http:
-        yield http
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ from bot.errors import (
 )
 from tests import images
 from tests.conftest import NoSleep
-from tests.test_http import TrackingTransport, closable
+from tests.tracking import TrackingTransport
 
 OPENAI = "https://api.openai.com/v1"
 AZURE = "https://myres.openai.azure.com"
@@ -107,19 +107,6 @@ def err(status: int, code: str | None, kind: str = "invalid_request_error", **mo
     headers = more.pop("headers", None)
     body = {"error": {"message": more.pop("message", "failed"), "type": kind, "param": None, "code": code, **more}}
     return httpx.Response(status, json=body, headers=headers)
-
-
-@pytest.fixture
-async def tracking() -> AsyncIterator[TrackingTransport]:
-    transport = TrackingTransport()
-    yield transport
-    assert transport.open == 0, "a response was left open"
-
-
-@pytest.fixture
-async def client(tracking: TrackingTransport) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=tracking) as http:
-        yield http
 
 
 @pytest.fixture
@@ -1162,9 +1149,7 @@ async def test_real_stream_split_across_chunks(
         h.end_chunked()
 
     provider = CompatibleProvider(http, api_key=None, base_url=f"{server.base}/v1")
-    async with aclosing(
-        closable(provider.stream_generate(gpt2, GenerateRequest(prompt="x", partial_images=1)))
-    ) as stream:
+    async with aclosing(provider.stream_generate(gpt2, GenerateRequest(prompt="x", partial_images=1))) as stream:
         events = [event async for event in stream]
     assert [type(e) for e in events] == [PartialImage, Completed]
     assert isinstance(events[0], PartialImage)
@@ -1198,9 +1183,7 @@ async def test_real_stream_dropped_midway(
     events: list[object] = []
 
     async def drain() -> None:
-        async with aclosing(
-            closable(provider.stream_generate(gpt2, GenerateRequest(prompt="x", partial_images=1)))
-        ) as stream:
+        async with aclosing(provider.stream_generate(gpt2, GenerateRequest(prompt="x", partial_images=1))) as stream:
             async for event in stream:
                 events.append(event)
 

@@ -27,7 +27,7 @@ from bot.errors import (
 )
 from tests import images
 from tests.conftest import NoSleep
-from tests.test_http import TrackingTransport, closable
+from tests.tracking import TrackingTransport
 
 GEN_URL = "https://api.openai.com/v1/images/generations"
 EDIT_URL = "https://api.openai.com/v1/images/edits"
@@ -94,23 +94,10 @@ def breaking_response(*chunks: bytes, error: Exception, headers: dict[str, str] 
 async def collect(events: AsyncIterator[StreamEvent], into: list[StreamEvent] | None = None) -> list[StreamEvent]:
     """Drain a provider stream (closing it properly), appending to `into` as events arrive."""
     got: list[StreamEvent] = [] if into is None else into
-    async with aclosing(closable(events)) as stream:
+    async with aclosing(events) as stream:
         async for event in stream:
             got.append(event)
     return got
-
-
-@pytest.fixture
-async def tracking() -> AsyncIterator[TrackingTransport]:
-    transport = TrackingTransport()
-    yield transport
-    assert transport.open == 0, "a response was left open"
-
-
-@pytest.fixture
-async def client(tracking: TrackingTransport) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=tracking) as http:
-        yield http
 
 
 @pytest.fixture
@@ -535,7 +522,7 @@ async def test_consumer_stopping_early_closes_the_response(
     respx_mock.post(GEN_URL).mock(
         return_value=stream_response(partial(PARTIAL_0, 0), partial(PARTIAL_1, 1), completed())
     )
-    async with aclosing(closable(provider.stream_generate(spec, REQ))) as stream:
+    async with aclosing(provider.stream_generate(spec, REQ)) as stream:
         async for event in stream:
             assert isinstance(event, PartialImage)
             assert tracking.open == 1
