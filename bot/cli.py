@@ -27,6 +27,9 @@ from bot.api.validate import sniff_format
 from bot.catalogue import Catalogue
 from bot.config import PROVIDERS, Settings, load_settings
 from bot.errors import BadImage, ConfigError, EaselError, ProviderError
+from bot.imaging.edits import prepare_edit
+from bot.imaging.inputs import SquareMode
+from bot.imaging.masks import Region, parse_region, preview, transparent_fraction
 from bot.jobs import JobOutcome, Requester
 from bot.log import redact, setup_logging
 from bot.services import Core, load_catalogue, open_core, settings_problems
@@ -80,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("prompt")
     edit.add_argument("--image", type=Path, action="append", required=True, help="input image (repeatable)")
     edit.add_argument("--mask", type=Path, help="PNG whose transparent pixels mark the area to change")
+    edit.add_argument(
+        "--region", help='area to change instead of a mask: "x=10 y=20 w=50 h=40" (percent) or top, center, ...'
+    )
+    edit.add_argument("--crop", action="store_true", help="crop to a square for square-only models (default: pad)")
+    edit.add_argument("--preview-mask", type=Path, metavar="FILE", help="only write a picture of the area to change")
     common(edit)
     edit.add_argument("--quality")
     edit.add_argument("--background", choices=("auto", "opaque", "transparent"))
@@ -91,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     common(vary)
     vary.add_argument("--strength", choices=("subtle", "strong"), default="subtle")
     vary.add_argument("--prompt", help="an optional hint for the variation")
+
+    out_paint = sub.add_parser("outpaint", help="zoom out or pan: paint around an image")
+    out_paint.add_argument("--image", type=Path, required=True)
+    way = out_paint.add_mutually_exclusive_group(required=True)
+    way.add_argument("--zoom", type=float, help="zoom out by this factor (1.5, 2, ... up to 4)")
+    way.add_argument("--pan", choices=("left", "right", "up", "down"), help="extend the picture this way")
+    out_paint.add_argument("--prompt", default="", help="what to paint in the new area (optional)")
+    out_paint.add_argument("--model", help="model name (default EASEL_MODEL)")
+    out_paint.add_argument("--out", type=Path, default=Path(), help="folder for the images (default: here)")
 
     models = sub.add_parser("models", help="list the model catalogue with status and prices")
     models.add_argument("--all", action="store_true", help="include shut-down models")
@@ -140,6 +157,8 @@ CLI_USER = Requester(user_id="cli")
 
 def _report(outcome: JobOutcome, paths: Sequence[Path], out: TextIO) -> None:
     result = outcome.result
+    for note in outcome.notes:
+        print(f"note: {note}", file=out)
     for path, image in zip(paths, result.images, strict=True):
         print(f"{path}  ({image.width}x{image.height} {image.mime})", file=out)
     if result.mock:
@@ -187,7 +206,34 @@ async def _edit(core: Core, args: argparse.Namespace, out: TextIO) -> None:
         output_format=args.output_format,
         input_fidelity=args.input_fidelity,
     )
-    await _finish(await core.studio.edit(req, CLI_USER), args.out, out)
+    region = parse_region(args.region) if args.region else None
+    if args.preview_mask:
+        await _preview_mask(core, req, region, args.preview_mask, out)
+        return
+    square: SquareMode = "crop" if args.crop else "pad"
+    await _finish(await core.studio.edit(req, CLI_USER, region=region, square=square), args.out, out)
+
+
+async def _preview_mask(core: Core, req: EditRequest, region: Region | None, path: Path, out: TextIO) -> None:
+    """Write the image with the area to change tinted, at no cost."""
+    spec = core.images.model(req.model)
+    uploads = [image.data for image in req.images]
+    mask = req.mask.data if req.mask else None
+    ready = await asyncio.to_thread(prepare_edit, uploads, spec, mask=mask, region=region)
+    if ready.mask is None:
+        raise BadImage("There is no area to change: give --region or --mask, or use an image with transparency.")
+    picture = await asyncio.to_thread(preview, ready.images[0].data, ready.mask.data)
+    await asyncio.to_thread(path.write_bytes, picture)
+    share = await asyncio.to_thread(transparent_fraction, ready.mask.data)
+    print(f"{path}: the tinted area ({share:.0%} of the image) would be repainted; nothing was charged", file=out)
+
+
+async def _outpaint(core: Core, args: argparse.Namespace, out: TextIO) -> None:
+    image = await asyncio.to_thread(_read_image, args.image)
+    outcome = await core.studio.outpaint(
+        image, CLI_USER, prompt=args.prompt, factor=args.zoom, direction=args.pan, model=args.model
+    )
+    await _finish(outcome, args.out, out)
 
 
 async def _vary(core: Core, args: argparse.Namespace, out: TextIO) -> None:
@@ -263,7 +309,7 @@ def run(argv: Sequence[str], *, out: TextIO | None = None) -> int:
 
 async def _dispatch(settings: Settings, args: argparse.Namespace, out: TextIO) -> None:
     async with open_core(settings) as core:
-        handler = {"imagine": _imagine, "edit": _edit, "vary": _vary}[args.command]
+        handler = {"imagine": _imagine, "edit": _edit, "vary": _vary, "outpaint": _outpaint}[args.command]
         await handler(core, args, out)
 
 

@@ -11,20 +11,32 @@ Callers get plain `JobOutcome`s and `EaselError`s; nothing here knows about Disc
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from bot import pricing
 from bot.api.client import ImagesClient
-from bot.api.types import EditRequest, GeneratedImage, GenerateRequest, ImageResult, VaryRequest
+from bot.api.types import EditRequest, GeneratedImage, GenerateRequest, ImageResult, InputImage, VaryRequest
 from bot.catalogue import ModelSpec
 from bot.errors import EaselError
+from bot.imaging.edits import prepare_edit, prepare_outpaint, prepare_vary
+from bot.imaging.inputs import SquareMode
+from bot.imaging.masks import Region
+from bot.imaging.outpaint import Direction
 from bot.store.ledger import BudgetStatus, JobDraft, JobKind, Ledger
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+OUTPAINT_PROMPT = (
+    "Extend the scene into the empty area so it continues the picture seamlessly: same style, lighting, "
+    "perspective and subject matter; do not change the existing part."
+)
 
 
 class ResultStore(Protocol):
@@ -60,6 +72,8 @@ class JobOutcome:
     result: ImageResult
     estimate: int
     cost: int
+    notes: tuple[str, ...] = ()
+    """Plain sentences about what was done to the inputs (a first frame used, padding, scaling)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,8 +226,8 @@ class Studio:
         if self.store is not None:
             try:
                 await self.store.save(job_id, result.images)
-            except OSError:
-                # The images were paid for: deliver them even if the local copy could not be written.
+            except Exception:
+                # The images were paid for: deliver them even if the local copy could not be kept (disk, database).
                 log.exception("job %d: could not store its images", job_id)
         return JobOutcome(job_id=job_id, result=result, estimate=plan.estimate, cost=cost)
 
@@ -247,19 +261,78 @@ class Studio:
         fallback = self._fallback("generate", who, req.model, req.prompt, req.n)
         return await self.run(lambda: self.plan_generate(req), who, fallback=fallback, parent=parent)
 
+    async def _prepared(self, fallback: JobDraft, work: Callable[[], _T]) -> _T:
+        """Run input preparation in a thread; a refusal is recorded as a rejected job and re-raised."""
+        try:
+            return await asyncio.to_thread(work)
+        except EaselError as error:
+            await self._rejected(fallback, error)
+            raise
+
     async def edit(
         self,
         req: EditRequest,
         who: Requester,
         *,
-        kind: JobKind = "edit",
+        region: Region | None = None,
+        square: SquareMode = "pad",
         parent: tuple[int, int] | None = None,
     ) -> JobOutcome:
+        """Edit the uploaded image(s): prepared for the model, masked by `region`, the mask upload or transparency."""
         req = dataclasses.replace(req, user=who.user_id)
-        fallback = self._fallback(kind, who, req.model, req.prompt, req.n)
-        return await self.run(lambda: self.plan_edit(req, kind=kind), who, fallback=fallback, parent=parent)
+        fallback = self._fallback("edit", who, req.model, req.prompt, req.n)
+        spec = await self._model(req.model, fallback)
+        uploads = [image.data for image in req.images]
+        mask = req.mask.data if req.mask else None
+        ready = await self._prepared(
+            fallback, lambda: prepare_edit(uploads, spec, mask=mask, region=region, square=square)
+        )
+        req = dataclasses.replace(req, images=ready.images, mask=ready.mask)
+        outcome = await self.run(lambda: self.plan_edit(req), who, fallback=fallback, parent=parent)
+        return dataclasses.replace(outcome, notes=ready.notes)
+
+    async def outpaint(
+        self,
+        image: InputImage,
+        who: Requester,
+        *,
+        prompt: str = "",
+        factor: float | None = None,
+        direction: Direction | None = None,
+        model: str | None = None,
+        parent: tuple[int, int] | None = None,
+    ) -> JobOutcome:
+        """Zoom out by `factor` or pan in `direction`, painting the new area."""
+        instruction = prompt or OUTPAINT_PROMPT
+        fallback = self._fallback("outpaint", who, model, instruction, 1)
+        spec = await self._model(model, fallback)
+        ready = await self._prepared(
+            fallback, lambda: prepare_outpaint(image.data, spec, factor=factor, direction=direction)
+        )
+        req = EditRequest(
+            prompt=instruction, images=ready.images, mask=ready.mask, model=spec.name, size=ready.size, user=who.user_id
+        )
+        outcome = await self.run(lambda: self.plan_edit(req, kind="outpaint"), who, fallback=fallback, parent=parent)
+        return dataclasses.replace(outcome, notes=ready.notes)
 
     async def vary(self, req: VaryRequest, who: Requester, *, parent: tuple[int, int] | None = None) -> JobOutcome:
+        """Variations of the uploaded image, through the variations endpoint or edit."""
         req = dataclasses.replace(req, user=who.user_id)
         fallback = self._fallback("vary", who, req.model, req.prompt or "", req.n)
-        return await self.run(lambda: self.plan_vary(req), who, fallback=fallback, parent=parent)
+        try:
+            spec = self.images.vary_model(req.model)
+        except EaselError as error:
+            await self._rejected(fallback, error)
+            raise
+        upload = req.image.data
+        image, notes = await self._prepared(fallback, lambda: prepare_vary(upload, spec))
+        req = dataclasses.replace(req, image=image, model=spec.name)
+        outcome = await self.run(lambda: self.plan_vary(req), who, fallback=fallback, parent=parent)
+        return dataclasses.replace(outcome, notes=notes)
+
+    async def _model(self, name: str | None, fallback: JobDraft) -> ModelSpec:
+        try:
+            return self.images.model(name)
+        except EaselError as error:
+            await self._rejected(fallback, error)
+            raise

@@ -64,7 +64,10 @@ def test_imagine_format_and_revised_prompt(tmp_path: Path, capsys: pytest.Captur
 def test_edit_and_vary_with_mock(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """edit and vary read the image file and save results."""
     source = png_file(tmp_path / "in.png")
-    mask = png_file(tmp_path / "mask.png", mode="RGBA")
+    mask = tmp_path / "mask.png"
+    with Image.new("RGBA", (256, 256), (0, 0, 0, 255)) as drawn:
+        drawn.paste((0, 0, 0, 0), (64, 64, 192, 192))
+        drawn.save(mask)
     code, out, err = run(capsys, "--provider", "mock", "edit", "add a hat", "--image", str(source), "--mask", str(mask))
     assert (code, err) == (0, "")
     code, out, err = run(
@@ -123,7 +126,9 @@ def test_not_an_image_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[s
     (tmp_path / "notes.txt").write_text("hello")
     code, _, err = run(capsys, "--provider", "mock", "vary", "--image", "notes.txt")
     assert code == 2
-    assert err == "error: The image is not a PNG, JPEG, WEBP or GIF image: upload one of those.\n"
+    assert err == (
+        "error: The image is not an image Easel can read: upload a PNG, JPEG, WEBP, GIF, BMP, TIFF or HEIC file.\n"
+    )
 
 
 @respx.mock(assert_all_called=True)
@@ -195,3 +200,66 @@ def test_help_exits_cleanly() -> None:
     with pytest.raises(SystemExit) as caught:
         main(["--help"])
     assert caught.value.code == 0
+
+
+def test_edit_region_preview_costs_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--preview-mask writes the tinted picture and makes no job."""
+    source = png_file(tmp_path / "in.png", size=(400, 300))
+    code, out, err = run(
+        capsys,
+        "--provider",
+        "mock",
+        "edit",
+        "a hat",
+        "--image",
+        str(source),
+        "--region",
+        "center",
+        "--preview-mask",
+        "p.jpg",
+    )
+    assert (code, err) == (0, "")
+    assert "25% of the image" in out
+    with Image.open(tmp_path / "p.jpg") as picture:
+        assert picture.size == (400, 300)
+    assert not list(tmp_path.glob("EASEL-*"))
+
+
+def test_edit_with_region_and_square_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A landscape JPEG edited on dall-e-2 is padded to a square, and the notes say so."""
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (1600, 1200), (90, 60, 30)).save(photo, "JPEG")
+    code, out, err = run(
+        capsys, "--provider", "mock", "edit", "a hat", "--image", str(photo), "--model", "dall-e-2", "--region", "top"
+    )
+    assert (code, err) == (0, "")
+    assert "note: The image was padded to a square with transparency." in out
+    assert "(1024x1024 image/png)" in out
+
+
+def test_bad_region_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A region off the image edge is refused with an example of the right form."""
+    source = png_file(tmp_path / "in.png")
+    code, _, err = run(capsys, "--provider", "mock", "edit", "x", "--image", str(source), "--region", "x=90 w=50")
+    assert code == 2
+    assert len(err.splitlines()) == 1
+    assert "x=10 y=20 w=50 h=40" in err
+
+
+@pytest.mark.parametrize(("way", "size"), [(("--zoom", "2"), "(1024x1024"), (("--pan", "left"), "(992x672")])
+def test_outpaint(tmp_path: Path, capsys: pytest.CaptureFixture[str], way: tuple[str, str], size: str) -> None:
+    """outpaint zooms out or pans and saves the painted canvas."""
+    source = png_file(tmp_path / "in.png", size=(512, 512))
+    code, out, err = run(capsys, "--provider", "mock", "outpaint", "--image", str(source), *way)
+    assert (code, err) == (0, "")
+    assert size in out
+    assert "note:" in out
+
+
+def test_opaque_mask_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A mask with nothing transparent says so, in one line."""
+    source = png_file(tmp_path / "in.png")
+    mask = png_file(tmp_path / "mask.png", mode="RGBA")
+    code, _, err = run(capsys, "--provider", "mock", "edit", "x", "--image", str(source), "--mask", str(mask))
+    assert code == 2
+    assert "no transparent area" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,14 +11,16 @@ from pathlib import Path
 import httpx
 import pytest
 import respx
+from PIL import Image
 
 from bot.api.client import ImagesClient
 from bot.api.http import RetryPolicy
 from bot.api.mock import MockProvider
 from bot.api.openai import OpenAIProvider
-from bot.api.types import GenerateRequest, InputImage, VaryRequest
+from bot.api.types import EditRequest, GenerateRequest, InputImage, VaryRequest
 from bot.catalogue import Catalogue
-from bot.errors import BudgetExceeded, ContentRejected, InvalidOption, ProviderTimeout
+from bot.errors import BadImage, BudgetExceeded, ContentRejected, InvalidOption, ProviderTimeout
+from bot.imaging.masks import parse_region
 from bot.jobs import Requester, Studio
 from bot.store.db import Database
 from bot.store.ledger import Ledger
@@ -167,3 +170,45 @@ async def test_unexpected_failure_refunds(db: Database, catalogue: Catalogue) ->
     with pytest.raises(RuntimeError):
         await studio.generate(GenerateRequest(prompt="a fox"), ALICE)
     assert (await job(db, 1))["cost_state"] == "refunded"
+
+
+async def test_edit_prepares_uploads_and_sends_the_region_mask(db: Database, catalogue: Catalogue) -> None:
+    """A phone JPEG and a region become a PNG-compatible upload plus a mask of the same size."""
+    seen: list[object] = []
+
+    class Recording(MockProvider):
+        async def edit(self, spec, req):  # type: ignore[no-untyped-def]
+            seen.append(req)
+            return await super().edit(spec, req)
+
+    studio = Studio(ImagesClient(Recording(), catalogue, default_model="dall-e-2"), Ledger(db))
+    photo = InputImage(images.jpeg(800, 600), "photo.jpg", "image/jpeg")
+    outcome = await studio.edit(
+        EditRequest(prompt="a hat", images=(photo,)), ALICE, region=parse_region("top"), square="pad"
+    )
+    sent = seen[0]
+    assert isinstance(sent, EditRequest)
+    assert sent.images[0].mime == "image/png"
+    assert sent.mask is not None
+    with Image.open(io.BytesIO(sent.images[0].data)) as picture, Image.open(io.BytesIO(sent.mask.data)) as mask:
+        assert picture.size == mask.size == (800, 800)
+        assert mask.getpixel((400, 10))[3] == 0
+        assert mask.getpixel((400, 790))[3] == 255
+    assert "The image was padded to a square with transparency." in outcome.notes
+
+
+async def test_unreadable_upload_is_rejected_for_free(db: Database, catalogue: Catalogue) -> None:
+    """An upload that is not an image leaves a rejected job with the reason."""
+    studio = Studio(ImagesClient(MockProvider(), catalogue, default_model="gpt-image-2"), Ledger(db))
+    with pytest.raises(BadImage):
+        await studio.vary(VaryRequest(image=InputImage(b"not an image")), ALICE)
+    row = await job(db, 1)
+    assert (row["kind"], row["status"], row["error_code"]) == ("vary", "rejected", "BadImage")
+
+
+async def test_outpaint_job(db: Database, catalogue: Catalogue) -> None:
+    """Zooming out is recorded as an outpaint job on an allowed canvas size."""
+    studio = Studio(ImagesClient(MockProvider(), catalogue, default_model="gpt-image-2"), Ledger(db))
+    outcome = await studio.outpaint(InputImage(images.png(1024, 1024)), ALICE, factor=1.5)
+    assert (outcome.result.images[0].width, outcome.result.images[0].height) == (1536, 1536)
+    assert (await job(db, outcome.job_id))["kind"] == "outpaint"
