@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     """Extra hosts (comma-separated; a leading dot admits subdomains) result images may be fetched from."""
     max_download_mb: int = Field(default=50, ge=1, le=500, validation_alias="EASEL_MAX_DOWNLOAD_MB")
     """Largest result image fetched from a URL, in MB."""
+    image_retention_days: float = Field(default=90, ge=0, validation_alias="EASEL_IMAGE_RETENTION_DAYS")
+    """Days to keep generated images in the local store (0: keep forever)."""
+    image_store_mb: int = Field(default=2048, ge=0, validation_alias="EASEL_IMAGE_STORE_MB")
+    """Most megabytes the local image store may hold; the oldest go first (0: no limit)."""
+    image_cleanup_hours: float = Field(default=6, gt=0, validation_alias="EASEL_IMAGE_CLEANUP_HOURS")
+    """How often the bot applies the retention limits."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", validation_alias="EASEL_LOG_LEVEL")
     """How much to log."""
 
@@ -114,6 +120,12 @@ class Settings(BaseSettings):
         return value.strip().lower() if isinstance(value, str) else value
 
     # -- derived ----------------------------------------------------------------------------------
+
+    def retention(self) -> tuple[float | None, int | None]:
+        """The image store's limits for `ImageStore.cleanup`: (max age in days, max bytes), None for no limit."""
+        days = self.image_retention_days or None
+        size = self.image_store_mb * 1024 * 1024 or None
+        return days, size
 
     def download_host_list(self) -> tuple[str, ...]:
         return tuple(h.strip() for h in self.download_hosts.split(",") if h.strip())

@@ -11,7 +11,8 @@ provider text beyond what helps them) and structured fields for code that wants 
     │   ├── ModelUnavailable        unknown, shut down or not served model; .replacement when one exists
     │   ├── BudgetExceeded          a spending budget has no room; .remaining, .limit, .resets_at
     │   ├── BadRequest              the provider refused the parameters (HTTP 400 and friends)
-    │   └── ContentRejected         the provider's safety system refused; .categories, .stage (input/output)
+    │   ├── ContentRejected         the provider's safety system refused; .categories, .stage (input/output)
+    │   └── ImageGone               a stored result image is gone from disk and from Discord
     └── ProviderError               the provider could not do it right now: not the user's fault (CLI exit 1)
         ├── AuthenticationFailed    401: the API key is missing, wrong or revoked
         ├── PermissionDenied        403: e.g. the organisation must be verified for this model
@@ -144,6 +145,16 @@ class ContentRejected(RequestError):
         super().__init__(message, status=status, code=code, request_id=request_id)
         self.categories = categories
         self.stage = stage
+
+
+class ImageGone(RequestError):
+    """A stored result image is no longer on disk and its Discord attachment cannot be fetched back."""
+
+    def __init__(
+        self,
+        message: str = "That image is no longer stored and its Discord attachment is gone; generate it again.",
+    ) -> None:
+        super().__init__(message, code="image_gone")
 
 
 class ProviderError(EaselError):

@@ -27,9 +27,11 @@ from bot.errors import ConfigError
 from bot.jobs import Studio
 from bot.log import register_secrets
 from bot.store.db import Database
+from bot.store.images import ImageStore
 from bot.store.ledger import Ledger, Recovery
 
 DATABASE_FILE = "easel.db"
+IMAGES_FOLDER = "images"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,7 @@ class Core:
     db: Database
     ledger: Ledger
     studio: Studio
+    image_store: ImageStore
     recovery: Recovery | None = None
 
 
@@ -142,7 +145,10 @@ async def open_core(
         stack.push_async_callback(db.close)
         ledger = Ledger(db)
         recovery = await ledger.recover() if recover else None
-        studio = Studio(images, ledger, credit_usd=settings.thread_credit_usd)
+        image_store = ImageStore(
+            db, settings.data_dir / IMAGES_FOLDER, http=http, max_fetch_bytes=settings.max_download_mb * 1024 * 1024
+        )
+        studio = Studio(images, ledger, store=image_store, credit_usd=settings.thread_credit_usd)
         yield Core(
             settings=settings,
             catalogue=catalogue,
@@ -152,5 +158,6 @@ async def open_core(
             db=db,
             ledger=ledger,
             studio=studio,
+            image_store=image_store,
             recovery=recovery,
         )

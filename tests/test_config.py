@@ -141,3 +141,11 @@ def test_env_example_documents_every_variable() -> None:
     example = (Path(__file__).parent.parent / ".env.example").read_text()
     missing = [name for name in _ALL if name not in example]
     assert missing == []
+
+
+def test_retention_zero_means_no_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """0 turns a retention limit off; other values become days and bytes."""
+    assert load_settings(None).retention() == (90, 2048 * 1024 * 1024)
+    monkeypatch.setenv("EASEL_IMAGE_RETENTION_DAYS", "0")
+    monkeypatch.setenv("EASEL_IMAGE_STORE_MB", "0")
+    assert load_settings(None).retention() == (None, None)
