@@ -403,3 +403,21 @@ async def test_recovery_can_leave_queued_jobs_for_the_queue(ledger: Ledger) -> N
     report = await ledger.recover(resume_queued=True)
     assert report.refunded == ()
     assert await ledger.start(queued)
+
+
+@pytest.mark.parametrize("on_thread", [True, False], ids=["batch-on-thread", "statement-by-statement"])
+async def test_group_commit_undoes_only_the_failing_statement(tmp_path: Path, on_thread: bool) -> None:
+    """Writes sharing one commit: a refused one raises alone, the others commit (both writer paths)."""
+    async with await Database.open(tmp_path / "easel.db") as database:
+        database.batch_on_thread = on_thread
+        ledger = Ledger(database, clock=Clock())
+        await ledger.set_budget("user", "day", 50_000)
+        results = await asyncio.gather(
+            *(ledger.reserve(draft(user="u1"), 10_000) for _ in range(8)),
+            *(ledger.reserve(draft(user="u2"), 10_000) for _ in range(3)),
+            return_exceptions=True,
+        )
+        assert sum(isinstance(r, int) for r in results[:8]) == 5
+        assert all(isinstance(r, int) for r in results[8:])
+        assert await net(database) == 80_000
+        await counters_match_ledger(database)

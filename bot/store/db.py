@@ -67,6 +67,8 @@ class Database:
         self._lock = asyncio.Lock()
         self._pending: asyncio.Queue[_Write | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        self.batch_on_thread = True
+        """Run each group-commit batch as one call on the connection's thread (False: statement by statement)."""
 
     def __repr__(self) -> str:
         return f"Database({self.path!r})"
@@ -206,31 +208,44 @@ class Database:
                 return
 
     async def _run_batch(self, batch: list[_Write]) -> None:
-        outcomes: list[tuple[_Write, int | BaseException]] = []
+        statements = [(item.sql, item.params) for item in batch]
         async with self._lock:
-            try:
-                await self._conn.execute("BEGIN IMMEDIATE")
-                tx = Transaction(self._conn)
-                for item in batch:
-                    try:
-                        outcomes.append((item, await tx.execute(item.sql, item.params)))
-                    except sqlite3.Error as exc:
-                        outcomes.append((item, exc))
-                        if not self._conn.in_transaction:
-                            # SQLite gave up the whole transaction (I/O error, disk full): nothing committed.
-                            raise
-                await self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    await self._conn.execute("ROLLBACK")
-                outcomes = [(item, exc) for item in batch]
-        for item, outcome in outcomes:
+            results = await self._apply(statements)
+        for item, outcome in zip(batch, results, strict=True):
             if item.done.cancelled():
                 continue
             if isinstance(outcome, BaseException):
                 item.done.set_exception(outcome)
             else:
                 item.done.set_result(outcome)
+
+    async def _apply(self, statements: list[tuple[str, Params]]) -> list[int | sqlite3.Error]:
+        """Run a batch in one transaction; the lock is held by the caller."""
+        runner = getattr(self._conn, "_execute", None)
+        raw = getattr(self._conn, "_conn", None)
+        if self.batch_on_thread and runner is not None and isinstance(raw, sqlite3.Connection):
+            # One hand-off to the connection's thread for the whole batch instead of one per statement,
+            # which is most of the cost of a small write. aiosqlite has no public call for this; its
+            # `_execute` is pinned by the version range in pyproject.toml and the fallback below is tested.
+            results: list[int | sqlite3.Error] = await runner(_apply_batch, raw, statements)
+            return results
+        outcomes: list[int | sqlite3.Error] = []
+        try:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            tx = Transaction(self._conn)
+            for sql, params in statements:
+                try:
+                    outcomes.append(await tx.execute(sql, params))
+                except sqlite3.Error as exc:
+                    outcomes.append(exc)
+                    if not self._conn.in_transaction:
+                        raise
+            await self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                await self._conn.execute("ROLLBACK")
+            return [exc for _ in statements]
+        return outcomes
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         """One statement, committed on its own; the number of rows it changed (or the new row id for INSERT)."""
@@ -250,6 +265,32 @@ class Database:
         return None if row is None else row[0]
 
 
+def _apply_batch(conn: sqlite3.Connection, statements: list[tuple[str, Params]]) -> list[int | sqlite3.Error]:
+    """BEGIN IMMEDIATE, each statement on its own (a failing one is undone alone), COMMIT; runs on the db thread."""
+    outcomes: list[int | sqlite3.Error] = []
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        for sql, params in statements:
+            try:
+                cursor = conn.execute(sql, params)
+                outcomes.append(int(cursor.lastrowid or 0) if _is_insert(sql) else int(cursor.rowcount))
+            except sqlite3.Error as exc:
+                outcomes.append(exc)
+                if not conn.in_transaction:
+                    # SQLite gave up the whole transaction (I/O error, disk full): nothing committed.
+                    raise
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        return [exc for _ in statements]
+    return outcomes
+
+
+def _is_insert(sql: str) -> bool:
+    return sql.lstrip()[:6].upper() == "INSERT"
+
+
 @dataclass(frozen=True, slots=True)
 class _Write:
     sql: str
@@ -265,9 +306,7 @@ class Transaction:
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         cursor = await self._conn.execute(sql, params)
-        if sql.lstrip()[:6].upper() == "INSERT":
-            return int(cursor.lastrowid or 0)
-        return int(cursor.rowcount)
+        return int(cursor.lastrowid or 0) if _is_insert(sql) else int(cursor.rowcount)
 
     async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
         cursor = await self._conn.execute(sql, params)
