@@ -4,6 +4,7 @@
     python -m bot edit --image photo.png [--mask mask.png] "add a red balloon"
     python -m bot vary --image photo.png [--n 2 --strength strong]
     python -m bot models [--all]
+    python -m bot spend [--user ID] [--guild ID] [--since DATE] [--until DATE] [--csv] [--chart FILE.png]
 
 Expected errors are one line on stderr and exit code 2 (bad input or settings) or 1 (the provider failed);
 never a traceback. `--provider mock` works with no API key at all.
@@ -15,12 +16,13 @@ import argparse
 import asyncio
 import datetime as dt
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from bot import pricing
+from bot import charts, pricing
 from bot.api.client import utc_today
 from bot.api.types import EditRequest, GenerateRequest, ImageResult, InputImage, VaryRequest
 from bot.api.validate import sniff_format
@@ -32,7 +34,10 @@ from bot.imaging.inputs import SquareMode
 from bot.imaging.masks import Region, parse_region, preview, transparent_fraction
 from bot.jobs import JobOutcome, Requester
 from bot.log import redact, setup_logging
-from bot.services import Core, load_catalogue, open_core, settings_problems
+from bot.services import DATABASE_FILE, Core, load_catalogue, open_core, settings_problems
+from bot.store.db import Database
+from bot.store.ledger import Ledger, describe_budget
+from bot.store.reports import Reports, Spend, UserSummary, to_csv
 
 EXIT_OK = 0
 EXIT_PROVIDER = 1
@@ -111,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list the model catalogue with status and prices")
     models.add_argument("--all", action="store_true", help="include shut-down models")
+
+    spend = sub.add_parser("spend", help="what was spent: per user, server, model and day (needs no API key)")
+    spend.add_argument("--user", help="one user's spend (a Discord user id, or cli) and their budgets")
+    spend.add_argument("--guild", help="only this server (its Discord id); with --user, whose budgets to show")
+    spend.add_argument("--since", help="first day, YYYY-MM-DD in UTC (default: the first of this month)")
+    spend.add_argument("--until", help="last day, YYYY-MM-DD in UTC, included (default: today)")
+    spend.add_argument("--csv", action="store_true", help="print the period's ledger rows as CSV instead")
+    spend.add_argument("--chart", type=Path, metavar="FILE.png", help="also draw spend per day by model as a PNG")
     return parser
 
 
@@ -301,10 +314,142 @@ def run(argv: Sequence[str], *, out: TextIO | None = None) -> int:
     if args.command == "models":
         list_models(load_catalogue(settings), settings, show_all=args.all, today=utc_today(), out=out)
         return EXIT_OK
+    if args.command == "spend":
+        asyncio.run(spend_report(settings, args, out, today=utc_today()))
+        return EXIT_OK
     if getattr(args, "n", 1) < 1:
         raise ConfigError("--n must be at least 1.")
     asyncio.run(_dispatch(settings, args, out))
     return EXIT_OK
+
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _cli_day(value: str, flag: str) -> dt.date:
+    """A YYYY-MM-DD option as a date, or a ConfigError that says what is wrong."""
+    try:
+        if _DATE.match(value):
+            return dt.date.fromisoformat(value)
+    except ValueError:
+        pass
+    raise ConfigError(f"{flag} takes a date as YYYY-MM-DD, such as 2026-11-01; {value!r} is not one.")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    """Aligned columns: the first left-aligned, the rest (numbers) right-aligned."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        cells = [row[0].ljust(widths[0]), *(cell.rjust(w) for cell, w in zip(row[1:], widths[1:], strict=True))]
+        print("  ".join(cells).rstrip(), file=out)
+
+
+def _spend_cells(label: str, spend: Spend) -> list[str]:
+    return [label, pricing.format_usd(spend.net), f"{spend.jobs:,}", pricing.format_usd(spend.held)]
+
+
+def _spend_notes(spend: Spend, out: TextIO) -> None:
+    """Refunds and the unknown charges, under a table, when there are any."""
+    if spend.refunded_jobs:
+        print(f"{spend.refunded_jobs:,} of the jobs failed and were refunded (they count $0).", file=out)
+    if spend.unknowns:
+        jobs = "job" if spend.unknowns == 1 else "jobs"
+        print(
+            f"{pricing.format_usd(spend.unknown)} of it is the estimate of {spend.unknowns:,} {jobs} that may have "
+            "been billed without an answer (cost unknown).",
+            file=out,
+        )
+
+
+def _place(guild_id: str) -> str:
+    return guild_id or "(no server)"
+
+
+def _print_user(summary: UserSummary, out: TextIO) -> None:
+    where = f"; budgets in server {summary.guild_id}" if summary.guild_id else ""
+    print(f"User {summary.user_id}: spend everywhere{where}", file=out)
+    _table(
+        ("", "spent", "jobs", "held"),
+        [
+            _spend_cells(f"today ({summary.day.isoformat()})", summary.today),
+            _spend_cells(f"this month (from {summary.month_start.isoformat()})", summary.month),
+            _spend_cells("all time", summary.all_time),
+        ],
+        out,
+    )
+    _spend_notes(summary.all_time, out)
+    print(file=out)
+    if not summary.budgets:
+        print("No budget applies to this user.", file=out)
+        return
+    rows = [
+        [
+            describe_budget(status.budget).replace("your ", "the user's ", 1).replace("this server's", "the server's"),
+            pricing.format_usd(status.remaining),
+            pricing.format_usd(status.budget.limit),
+            status.resets_at.strftime("%Y-%m-%d %H:%M UTC") if status.resets_at else "never",
+        ]
+        for status in summary.budgets
+    ]
+    _table(("budget", "left", "of", "resets"), rows, out)
+
+
+async def spend_report(settings: Settings, args: argparse.Namespace, out: TextIO, *, today: dt.date) -> None:
+    """`spend`: the table, the CSV or the chart, read from the database alone (no provider, no API key)."""
+    since = _cli_day(args.since, "--since") if args.since else today.replace(day=1)
+    last = _cli_day(args.until, "--until") if args.until else today
+    if last < since:
+        raise ConfigError(f"--until {last.isoformat()} is before --since {since.isoformat()}.")
+    until = last + dt.timedelta(days=1)
+    path = settings.data_dir / DATABASE_FILE
+    if not path.exists():
+        # An empty database in memory answers every report with nothing, without creating files.
+        print(f"note: there is no database at {path} yet, so nothing has been spent.", file=sys.stderr)
+    async with await Database.open(path if path.exists() else ":memory:") as db:
+        reports = Reports(db, Ledger(db))
+        if args.csv:
+            rows = await reports.csv_rows(since, until, guild_id=args.guild, user_id=args.user)
+            out.write(to_csv(rows))
+        else:
+            await _print_spend(reports, args, since, until, out)
+        if args.chart is not None:
+            days = await reports.by_day(since, until, guild_id=args.guild, user_id=args.user)
+            png = await asyncio.to_thread(charts.spend_per_day_png, days, since=since, until=until)
+            try:
+                await asyncio.to_thread(args.chart.write_bytes, png)
+            except OSError as exc:
+                raise ConfigError(f"Cannot write the chart to {args.chart} ({exc.strerror or exc}).") from None
+            print(f"chart: {args.chart}", file=sys.stderr if args.csv else out)
+
+
+async def _print_spend(reports: Reports, args: argparse.Namespace, since: dt.date, until: dt.date, out: TextIO) -> None:
+    last = until - dt.timedelta(days=1)
+    if args.user is not None:
+        _print_user(await reports.user_summary(args.user, guild_id=args.guild or ""), out)
+        print(file=out)
+    where = f"server {_place(args.guild)}" if args.guild is not None else "all servers"
+    who = f"user {args.user}, " if args.user is not None else ""
+    print(f"Spent {since.isoformat()} to {last.isoformat()} (UTC days), {who}{where}:", file=out)
+    total = await reports.totals(since, until, guild_id=args.guild, user_id=args.user)
+    if total.jobs == 0:
+        print("Nothing.", file=out)
+        return
+    models = await reports.by_model(since, until, guild_id=args.guild, user_id=args.user)
+    _table(
+        ("model", "spent", "jobs", "held"),
+        [*(_spend_cells(m.model, m.spend) for m in models), _spend_cells("total", total)],
+        out,
+    )
+    _spend_notes(total, out)
+    if args.user is not None:
+        return
+    if args.guild is None:
+        guilds = await reports.by_guild(since, until)
+        print(file=out)
+        _table(("server", "spent", "jobs", "held"), [_spend_cells(_place(g.guild_id), g.spend) for g in guilds], out)
+    users = await reports.top_users(since, until, guild_id=args.guild)
+    print(file=out)
+    _table(("top users", "spent", "jobs", "held"), [_spend_cells(u.user_id, u.spend) for u in users], out)
 
 
 async def _dispatch(settings: Settings, args: argparse.Namespace, out: TextIO) -> None:

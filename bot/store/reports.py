@@ -1,0 +1,524 @@
+"""Spending reports from the ledger: per user, per server, per model, per day, top users, and CSV export.
+
+Every figure is read from the append-only `ledger` table, whose rows only the schema's triggers write (see
+migrations/0001_initial.sql), in integer micro-dollars. All of a job's rows count on the job's own UTC day
+(`ledger.day`), as the budgets count them, so a report and a budget never disagree about a period.
+
+What the sums mean, for the rows of one group (see `Spend`):
+
+* **net** = reserve + charge − refund: what was spent. A settled job nets to its cost, a refunded job to
+  nothing, and a job still holding its reservation to its estimate: that money is committed.
+* **held** = reserve − refund: the reservations of jobs not finished yet. Every way a job finishes
+  (settled, refunded, kept as unknown) writes one refund of exactly its estimate, so this is exact.
+* **unknown**: the part of the charges kept for jobs whose cost is unknown (the provider may have billed a
+  request that never answered); the schema marks those charge rows with a note.
+
+Periods are half-open ranges of UTC days, `since <= day < until`; `None` leaves that end open.
+
+The queries are shaped for the ledger's covering indexes: `ledger_by_day (day, kind, amount, model,
+guild_id)` for a range of days, optionally in one server, and `ledger_by_user (user_id, day, kind, amount)`
+for one user and for ranking users. The table itself is read only for the unknown charges' notes (charge
+rows only) and for a column the index lacks (a one-user view by model, a one-server ranking of users). SQL
+is built from fixed fragments; every value is a parameter.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from bot.store.db import Database
+from bot.store.ledger import BudgetStatus, JobDraft, Ledger, utc_now
+
+Column = Literal["day", "model", "guild_id", "user_id"]
+
+_MAX_LISTED = 500
+"""The most user ids one query lists as parameters (SQLite allows 32,766 in all)."""
+_FIRST_DAY = "0000-00-00"
+_LAST_DAY = "9999-99-99"
+UNKNOWN_NOTE = "unknown:%"
+"""LIKE pattern for the schema's note on the charge row of a job whose cost is unknown."""
+
+CSV_COLUMNS = (
+    "ledger_id",
+    "at",
+    "day",
+    "job_id",
+    "kind",
+    "amount_micros",
+    "amount_usd",
+    "net_micros",
+    "user_id",
+    "guild_id",
+    "model",
+    "job_kind",
+    "status",
+    "cost_state",
+    "note",
+)
+"""The CSV header. `amount_*` is the row as stored (never negative); `net_micros` is negative for refunds, so
+its sum over any set of rows is their net spend."""
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """The ledger rows of one group summed by kind, in micro-dollars, and what follows from them."""
+
+    reserved: int = 0
+    """The reserve rows: every job's estimate."""
+    charged: int = 0
+    """The charge rows: settled costs, and the estimates kept for jobs whose cost is unknown."""
+    refunded: int = 0
+    """The refund rows: each finished job's estimate, released."""
+    reserves: int = 0
+    """How many reserve rows: one per job that reserved money (free and rejected jobs write none)."""
+    charges: int = 0
+    """How many charge rows: one per settled or unknown job."""
+    refunds: int = 0
+    """How many refund rows: one per finished job."""
+    unknown: int = 0
+    """The part of `charged` kept for jobs whose cost is unknown."""
+    unknowns: int = 0
+    """How many jobs those are."""
+
+    @property
+    def net(self) -> int:
+        """What was spent: reserve + charge − refund, outstanding reservations included."""
+        return self.reserved + self.charged - self.refunded
+
+    @property
+    def held(self) -> int:
+        """Money still reserved by jobs that have not finished."""
+        return self.reserved - self.refunded
+
+    @property
+    def jobs(self) -> int:
+        """Jobs that reserved money, however they ended."""
+        return self.reserves
+
+    @property
+    def refunded_jobs(self) -> int:
+        """Jobs refunded whole: they failed or were cancelled and nothing was billed."""
+        return self.refunds - self.charges
+
+    @property
+    def pending_jobs(self) -> int:
+        """Jobs still holding their reservation."""
+        return self.reserves - self.refunds
+
+    def __add__(self, other: Spend) -> Spend:
+        return Spend(
+            self.reserved + other.reserved,
+            self.charged + other.charged,
+            self.refunded + other.refunded,
+            self.reserves + other.reserves,
+            self.charges + other.charges,
+            self.refunds + other.refunds,
+            self.unknown + other.unknown,
+            self.unknowns + other.unknowns,
+        )
+
+
+NOTHING = Spend()
+
+
+@dataclass(frozen=True, slots=True)
+class GuildSpend:
+    """One server's spend in a period; `guild_id` is '' for direct messages and the CLI."""
+
+    guild_id: str
+    spend: Spend
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpend:
+    """One model's spend in a period."""
+
+    model: str
+    spend: Spend
+
+
+@dataclass(frozen=True, slots=True)
+class UserSpend:
+    """One user's spend in a period."""
+
+    user_id: str
+    spend: Spend
+
+
+@dataclass(frozen=True, slots=True)
+class DaySpend:
+    """One model's spend on one UTC day: one segment of the stacked chart."""
+
+    day: dt.date
+    model: str
+    spend: Spend
+
+
+@dataclass(frozen=True, slots=True)
+class UserSummary:
+    """One user's spend today, this month and all time (UTC days, everywhere), and their budgets."""
+
+    user_id: str
+    guild_id: str
+    """The server whose budgets are listed ('' = the budgets that apply outside any server)."""
+    as_of: dt.datetime
+    """When the summary was made (UTC); `today` and `month` are the day and month containing it."""
+    today: Spend
+    month: Spend
+    all_time: Spend
+    budgets: tuple[BudgetStatus, ...]
+    """Every budget that applies to the user's next request there, tightest first, with its reset time."""
+
+    @property
+    def day(self) -> dt.date:
+        """The UTC day `today` covers."""
+        return self.as_of.date()
+
+    @property
+    def month_start(self) -> dt.date:
+        """The first day `month` covers."""
+        return self.as_of.date().replace(day=1)
+
+
+@dataclass(frozen=True, slots=True)
+class CsvRow:
+    """One ledger row with its job, as exported."""
+
+    ledger_id: int
+    at: str
+    day: str
+    job_id: int
+    kind: str
+    amount: int
+    user_id: str
+    guild_id: str
+    model: str
+    job_kind: str
+    status: str
+    cost_state: str
+    note: str
+
+    @property
+    def net(self) -> int:
+        """The row's effect on net spend: negative for refunds."""
+        return -self.amount if self.kind == "refund" else self.amount
+
+
+def usd_exact(micros: int) -> str:
+    """Micro-dollars as an exact decimal for spreadsheets: 53_000 → "0.053000", -1 → "-0.000001"."""
+    sign = "-" if micros < 0 else ""
+    whole, fraction = divmod(abs(micros), 1_000_000)
+    return f"{sign}{whole}.{fraction:06d}"
+
+
+def to_csv(rows: Iterable[CsvRow]) -> str:
+    """`rows` as CSV text (stdlib csv, "\\n" line ends) with a header line: see CSV_COLUMNS."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    writer.writerows(
+        (
+            r.ledger_id,
+            r.at,
+            r.day,
+            r.job_id,
+            r.kind,
+            r.amount,
+            usd_exact(r.amount),
+            r.net,
+            r.user_id,
+            r.guild_id,
+            r.model,
+            r.job_kind,
+            r.status,
+            r.cost_state,
+            r.note,
+        )
+        for r in rows
+    )
+    return out.getvalue()
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    """A period and optional filters as an SQL condition on `ledger` (alias `prefix`) and its parameters."""
+
+    sql: str
+    params: list[Any]
+
+    @classmethod
+    def of(
+        cls,
+        since: dt.date | None,
+        until: dt.date | None,
+        *,
+        guild_id: str | None = None,
+        user_id: str | None = None,
+        users: Sequence[str] | None = None,
+        prefix: str = "",
+    ) -> _Where:
+        sql = f"{prefix}day >= ? AND {prefix}day < ?"
+        params: list[Any] = [since.isoformat() if since else _FIRST_DAY, until.isoformat() if until else _LAST_DAY]
+        if guild_id is not None:
+            sql += f" AND {prefix}guild_id = ?"
+            params.append(guild_id)
+        if user_id is not None:
+            sql += f" AND {prefix}user_id = ?"
+            params.append(user_id)
+        if users is not None:
+            sql += f" AND {prefix}user_id IN ({', '.join('?' * len(users))})"
+            params.extend(users)
+        return cls(sql, params)
+
+
+_NET = "SUM(CASE kind WHEN 'refund' THEN -amount ELSE amount END)"
+
+# Users in id order, each found with one seek in ledger_by_user (a skip-scan SQLite makes only with ANALYZE
+# statistics), and each one's net over the period from their own stretch of that index: no sort of the
+# period's rows, only of one number per user.
+_RANK_USERS = (
+    "WITH RECURSIVE users (id) AS ("
+    " SELECT (SELECT MIN(user_id) FROM ledger)"
+    " UNION ALL SELECT (SELECT MIN(user_id) FROM ledger WHERE user_id > users.id) FROM users WHERE users.id IS NOT NULL"
+    "), nets (user_id, net) AS MATERIALIZED ("
+    " SELECT id, (SELECT SUM(CASE kind WHEN 'refund' THEN -amount ELSE amount END)"
+    " FROM ledger WHERE user_id = users.id AND day >= ? AND day < ?)"
+    " FROM users WHERE id IS NOT NULL"
+    ") SELECT user_id FROM nets WHERE net IS NOT NULL ORDER BY net DESC, user_id LIMIT ?"
+)
+
+
+class Reports:
+    """Read-only spending reports over one Database; `ledger` answers which budgets apply to a user."""
+
+    def __init__(self, db: Database, ledger: Ledger, *, clock: Callable[[], dt.datetime] = utc_now) -> None:
+        self.db = db
+        self.ledger = ledger
+        self._clock = clock
+
+    to_csv = staticmethod(to_csv)
+
+    # -- one user --------------------------------------------------------------------------------------
+
+    async def user_summary(self, user_id: str, *, guild_id: str = "", roles: Sequence[str] = ()) -> UserSummary:
+        """`user_id`'s spend today, this month and all time, and the budgets that apply to them in `guild_id`.
+
+        The spend counts everywhere the user spent (every server, direct messages, the CLI), as their own
+        budgets without a server do; `guild_id` and `roles` (the user's role ids there) choose which
+        server's budgets are listed.
+        """
+        now = self._clock().astimezone(dt.UTC)
+        today = now.date()
+        month, next_month = today.replace(day=1), (today.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+        periods = {
+            "user": user_id,
+            "today": today.isoformat(),
+            "month": month.isoformat(),
+            "next_month": next_month.isoformat(),
+        }
+        # One pass over the user's stretch of ledger_by_user (user_id, day, kind, amount), summed three ways.
+        sums = (
+            "SUM(amount) AS total, COUNT(*) AS n, "
+            "SUM(CASE WHEN day >= :month AND day < :next_month THEN amount ELSE 0 END) AS month_total, "
+            "SUM(day >= :month AND day < :next_month) AS month_n, "
+            "SUM(CASE WHEN day = :today THEN amount ELSE 0 END) AS today_total, "
+            "SUM(day = :today) AS today_n"
+        )
+        rows = await self.db.fetchall(
+            f"SELECT kind, {sums} FROM ledger WHERE user_id = :user GROUP BY kind",  # noqa: S608 - fixed fragments
+            periods,
+        )
+        # Their unknown charges: the same stretch, reading the table only for charge rows.
+        unknown = await self.db.fetchone(
+            f"SELECT {sums} FROM ledger WHERE user_id = :user AND kind = 'charge' AND note LIKE :note",  # noqa: S608 - fixed fragments
+            {**periods, "note": UNKNOWN_NOTE},
+        )
+        spends: dict[str, Spend] = {}
+        for prefix in ("today_", "month_", ""):
+            by_kind = {row["kind"]: (row[f"{prefix}total"], row[f"{prefix}n"]) for row in rows}
+            spends[prefix] = _spend(by_kind, (unknown[f"{prefix}total"], unknown[f"{prefix}n"]) if unknown else None)
+        draft = JobDraft(kind="generate", user_id=user_id, guild_id=guild_id, roles=tuple(roles), model="")
+        budgets = await self.ledger.budget_status(draft)
+        return UserSummary(
+            user_id=user_id,
+            guild_id=guild_id,
+            as_of=now,
+            today=spends["today_"],
+            month=spends["month_"],
+            all_time=spends[""],
+            budgets=tuple(budgets),
+        )
+
+    # -- over a period ---------------------------------------------------------------------------------
+
+    async def totals(
+        self,
+        since: dt.date | None,
+        until: dt.date | None,
+        *,
+        guild_id: str | None = None,
+        user_id: str | None = None,
+    ) -> Spend:
+        """Everything spent in the period (in one server, by one user, when given)."""
+        where = _Where.of(since, until, guild_id=guild_id, user_id=user_id)
+        # Grouping by (day, kind) follows both indexes' order, so SQLite sums as it reads, with no sort.
+        rows = await self.db.fetchall(
+            f"SELECT kind, SUM(amount) AS total, COUNT(*) AS n FROM ledger WHERE {where.sql} GROUP BY day, kind",  # noqa: S608 - fixed fragments
+            where.params,
+        )
+        unknown = await self._unknown((), where)
+        by_kind: dict[str, tuple[int, int]] = {}
+        for row in rows:
+            total, n = by_kind.get(row["kind"], (0, 0))
+            by_kind[row["kind"]] = (total + row["total"], n + row["n"])
+        return _spend(by_kind, unknown.get(())) if by_kind else NOTHING
+
+    async def by_guild(self, since: dt.date | None, until: dt.date | None) -> list[GuildSpend]:
+        """Spend per server in the period, largest first ('' = direct messages and the CLI)."""
+        found = await self._grouped(("guild_id",), _Where.of(since, until))
+        rows = [GuildSpend(key[0], spend) for key, spend in found.items()]
+        return sorted(rows, key=lambda r: (-r.spend.net, r.guild_id))
+
+    async def by_model(
+        self,
+        since: dt.date | None,
+        until: dt.date | None,
+        *,
+        guild_id: str | None = None,
+        user_id: str | None = None,
+    ) -> list[ModelSpend]:
+        """Spend per model in the period (in one server, by one user, when given), largest first."""
+        found = await self._grouped(("model",), _Where.of(since, until, guild_id=guild_id, user_id=user_id))
+        rows = [ModelSpend(key[0], spend) for key, spend in found.items()]
+        return sorted(rows, key=lambda r: (-r.spend.net, r.model))
+
+    async def by_day(
+        self,
+        since: dt.date | None,
+        until: dt.date | None,
+        *,
+        guild_id: str | None = None,
+        user_id: str | None = None,
+    ) -> list[DaySpend]:
+        """Spend per day and model in the period, by day then model; days without any rows are absent."""
+        found = await self._grouped(("day", "model"), _Where.of(since, until, guild_id=guild_id, user_id=user_id))
+        rows = [DaySpend(dt.date.fromisoformat(key[0]), key[1], spend) for key, spend in found.items()]
+        return sorted(rows, key=lambda r: (r.day, r.model))
+
+    async def top_users(
+        self,
+        since: dt.date | None,
+        until: dt.date | None,
+        *,
+        guild_id: str | None = None,
+        limit: int = 10,
+    ) -> list[UserSpend]:
+        """The `limit` users who spent most in the period (in one server, when given), largest first.
+
+        Users whose rows all net to nothing (every job refunded) still count: they appear after the rest.
+        """
+        if limit < 1:
+            return []
+        period = _Where.of(since, until)
+        if guild_id is None:
+            ranked = await self.db.fetchall(_RANK_USERS, [*period.params, limit])
+        else:
+            # ledger_by_day finds the server's rows in the period; only those are read for their user_id.
+            where = _Where.of(since, until, guild_id=guild_id)
+            ranked = await self.db.fetchall(
+                f"SELECT user_id, {_NET} AS net FROM ledger WHERE {where.sql} "  # noqa: S608 - fixed fragments
+                "GROUP BY user_id ORDER BY net DESC, user_id LIMIT ?",
+                [*where.params, limit],
+            )
+        users = [str(row["user_id"]) for row in ranked]
+        if not users:
+            return []
+        # The details of the ranked users only; a long list is cheaper as everyone's than as an IN (...).
+        narrow = users if len(users) <= _MAX_LISTED else None
+        found = await self._grouped(("user_id",), _Where.of(since, until, guild_id=guild_id, users=narrow))
+        return [UserSpend(user, found.get((user,), NOTHING)) for user in users]
+
+    async def _grouped(self, keys: tuple[Column, ...], where: _Where) -> dict[tuple[str, ...], Spend]:
+        """Spend grouped by `keys` (fixed column names) over the rows `where` selects."""
+        cols = "".join(f"{key}, " for key in keys)
+        rows = await self.db.fetchall(
+            f"SELECT {cols}kind, SUM(amount) AS total, COUNT(*) AS n FROM ledger "  # noqa: S608 - fixed fragments
+            f"WHERE {where.sql} GROUP BY {cols}kind",
+            where.params,
+        )
+        unknown = await self._unknown(keys, where)
+        sums: dict[tuple[str, ...], dict[str, tuple[int, int]]] = {}
+        for row in rows:
+            sums.setdefault(tuple(str(row[k]) for k in keys), {})[row["kind"]] = (row["total"], row["n"])
+        return {key: _spend(by_kind, unknown.get(key)) for key, by_kind in sums.items()}
+
+    async def _unknown(self, keys: tuple[Column, ...], where: _Where) -> dict[tuple[str, ...], tuple[int, int]]:
+        """The unknown charges among the rows `where` selects, grouped by `keys`: (micros, jobs) per group."""
+        cols = "".join(f"{key}, " for key in keys)
+        group = f" GROUP BY {', '.join(keys)}" if keys else ""
+        # The index narrows to the period's charge rows; only those are read from the table for their note.
+        rows = await self.db.fetchall(
+            f"SELECT {cols}SUM(amount) AS total, COUNT(*) AS n FROM ledger "  # noqa: S608 - fixed fragments
+            f"WHERE {where.sql} AND kind = 'charge' AND note LIKE ?{group}",
+            [*where.params, UNKNOWN_NOTE],
+        )
+        return {tuple(str(row[k]) for k in keys): (row["total"], row["n"]) for row in rows if row["n"]}
+
+    # -- export ----------------------------------------------------------------------------------------
+
+    async def csv_rows(
+        self,
+        since: dt.date | None,
+        until: dt.date | None,
+        *,
+        guild_id: str | None = None,
+        user_id: str | None = None,
+    ) -> list[CsvRow]:
+        """The period's ledger rows with their job (in one server, by one user, when given), by day then id."""
+        where = _Where.of(since, until, guild_id=guild_id, user_id=user_id, prefix="l.")
+        rows = await self.db.fetchall(
+            "SELECT l.id, l.at, l.day, l.job_id, l.kind, l.amount, l.user_id, l.guild_id, l.model, l.note, "  # noqa: S608 - fixed fragments
+            "j.kind AS job_kind, j.status, j.cost_state "
+            f"FROM ledger AS l JOIN jobs AS j ON j.id = l.job_id WHERE {where.sql} ORDER BY l.day, l.id",
+            where.params,
+        )
+        return [
+            CsvRow(
+                ledger_id=row["id"],
+                at=row["at"],
+                day=row["day"],
+                job_id=row["job_id"],
+                kind=row["kind"],
+                amount=row["amount"],
+                user_id=row["user_id"],
+                guild_id=row["guild_id"],
+                model=row["model"],
+                job_kind=row["job_kind"],
+                status=row["status"],
+                cost_state=row["cost_state"],
+                note=row["note"] or "",
+            )
+            for row in rows
+        ]
+
+
+def _spend(by_kind: dict[str, tuple[int, int]], unknown: tuple[int, int] | None) -> Spend:
+    """A Spend from {kind: (micros, rows)} and the unknown charges' (micros, jobs)."""
+    reserve = by_kind.get("reserve", (0, 0))
+    charge = by_kind.get("charge", (0, 0))
+    refund = by_kind.get("refund", (0, 0))
+    return Spend(
+        reserved=int(reserve[0] or 0),
+        charged=int(charge[0] or 0),
+        refunded=int(refund[0] or 0),
+        reserves=int(reserve[1] or 0),
+        charges=int(charge[1] or 0),
+        refunds=int(refund[1] or 0),
+        unknown=int(unknown[0] or 0) if unknown else 0,
+        unknowns=int(unknown[1] or 0) if unknown else 0,
+    )

@@ -1,0 +1,436 @@
+"""Spending reports on a real SQLite file, with data written through the Ledger: exact sums per user,
+server, model and day, UTC period boundaries, refunds, outstanding reservations, unknown charges, CSV,
+and query plans that use the ledger's covering indexes."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.store.db import Database
+from bot.store.ledger import JobDraft, Ledger
+from bot.store.reports import (
+    CSV_COLUMNS,
+    NOTHING,
+    DaySpend,
+    GuildSpend,
+    ModelSpend,
+    Reports,
+    Spend,
+    UserSpend,
+    to_csv,
+    usd_exact,
+)
+
+NOW = dt.datetime(2026, 11, 24, 10, 30, tzinfo=dt.UTC)  # a Tuesday
+NOV = dt.date(2026, 11, 1)
+DEC = dt.date(2026, 12, 1)
+
+
+class Clock:
+    """A settable clock for the ledger and the reports."""
+
+    def __init__(self, now: dt.datetime = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = await Database.open(tmp_path / "data" / "easel.db")
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+def ledger(db: Database, clock: Clock) -> Ledger:
+    return Ledger(db, clock=clock)
+
+
+@pytest.fixture
+def reports(db: Database, ledger: Ledger, clock: Clock) -> Reports:
+    return Reports(db, ledger, clock=clock)
+
+
+def at(day: int, hour: int = 12, minute: int = 0, second: int = 0, month: int = 11) -> dt.datetime:
+    return dt.datetime(2026, month, day, hour, minute, second, tzinfo=dt.UTC)
+
+
+def draft(user: str, guild: str, model: str, roles: tuple[str, ...] = ()) -> JobDraft:
+    return JobDraft(kind="generate", user_id=user, guild_id=guild, model=model, roles=roles)
+
+
+async def job(ledger: Ledger, clock: Clock, when: dt.datetime, d: JobDraft, estimate: int) -> int:
+    clock.now = when
+    job_id = await ledger.reserve(d, estimate)
+    clock.now = NOW
+    return job_id
+
+
+@pytest.fixture
+async def world(ledger: Ledger, clock: Clock) -> dict[str, int]:
+    """The jobs below, written through the ledger; the clock ends at NOW (2026-11-24 10:30 UTC).
+
+    net per job, by (user, server, model, day):
+      a  u1 g1 gpt-image-2  Oct 31 23:59:59  reserve 100k, settled 80k        →  80k (last month)
+      b  u1 g1 gpt-image-1  Nov  1 00:00     reserve  50k, refunded          →   0
+      c  u1 g2 gpt-image-2  Nov 23 23:59:59  reserve  40k, settled 45k after midnight → 45k on Nov 23
+      d  u1 g1 gpt-image-2  Nov 24 00:00     reserve  30k, still reserved    →  30k (held)
+      e  u1 '' dall-e-2     Nov 24 10:00     reserve  20k, kept as unknown   →  20k (unknown)
+      f  u2 g1 gpt-image-2  Nov 10           reserve 200k, settled 150k      → 150k
+      g  u2 g2 gpt-image-1  Nov 24 09:00     reserve  10k, settled 10k       →  10k
+      h  u3 g2 gpt-image-1  Nov  5           reserve  60k, refunded          →   0
+      and a rejected request by u3 (free: no ledger rows)
+    """
+    ids = {
+        "a": await job(ledger, clock, at(31, 23, 59, 59, month=10), draft("u1", "g1", "gpt-image-2"), 100_000),
+        "b": await job(ledger, clock, at(1, 0), draft("u1", "g1", "gpt-image-1"), 50_000),
+        "c": await job(ledger, clock, at(23, 23, 59, 59), draft("u1", "g2", "gpt-image-2"), 40_000),
+        "d": await job(ledger, clock, at(24, 0), draft("u1", "g1", "gpt-image-2"), 30_000),
+        "e": await job(ledger, clock, at(24, 10), draft("u1", "", "dall-e-2"), 20_000),
+        "f": await job(ledger, clock, at(10), draft("u2", "g1", "gpt-image-2"), 200_000),
+        "g": await job(ledger, clock, at(24, 9), draft("u2", "g2", "gpt-image-1"), 10_000),
+        "h": await job(ledger, clock, at(5), draft("u3", "g2", "gpt-image-1"), 60_000),
+    }
+    await ledger.reject(draft("u3", "g2", "gpt-image-2"), code="moderation", message="no")
+    assert await ledger.settle(ids["a"], 80_000)
+    assert await ledger.refund(ids["b"], code="server_error")
+    clock.now = at(24, 0, 30)  # after midnight: the job's rows still count on its own day
+    assert await ledger.settle(ids["c"], 45_000)
+    clock.now = NOW
+    assert await ledger.keep_unknown(ids["e"], code="timeout")
+    assert await ledger.settle(ids["f"], 150_000)
+    assert await ledger.settle(ids["g"], 10_000)
+    assert await ledger.refund(ids["h"], code="server_error", status="cancelled")
+    return ids
+
+
+def nets(rows: list[Any], key: str) -> dict[str, int]:
+    return {getattr(row, key): row.spend.net for row in rows}
+
+
+# -- Spend ----------------------------------------------------------------------------------------------
+
+
+def test_spend_arithmetic() -> None:
+    """net, held and the job counts follow from the sums by kind; Spends add up."""
+    # Three jobs: one settled (est 100, cost 80), one refunded (est 50), one still reserved (est 30).
+    spend = Spend(reserved=180, charged=80, refunded=150, reserves=3, charges=1, refunds=2)
+    assert (spend.net, spend.held, spend.jobs) == (110, 30, 3)
+    assert (spend.refunded_jobs, spend.pending_jobs) == (1, 1)
+    assert spend + NOTHING == spend
+    assert (spend + spend).net == 220
+    assert NOTHING.net == NOTHING.jobs == 0
+
+
+def test_usd_exact() -> None:
+    assert usd_exact(53_000) == "0.053000"
+    assert usd_exact(12_345_678) == "12.345678"
+    assert usd_exact(0) == "0.000000"
+    assert usd_exact(-1) == "-0.000001"
+
+
+# -- one user -------------------------------------------------------------------------------------------
+
+
+async def test_user_summary_today_month_all_time(reports: Reports, world: dict[str, int]) -> None:
+    """Today and this month are UTC days of the jobs; refunds count nothing; held and unknown are kept apart."""
+    summary = await reports.user_summary("u1")
+    assert summary.day == dt.date(2026, 11, 24)
+    assert summary.month_start == NOV
+    # today: d (30k held) + e (20k unknown)
+    assert (summary.today.net, summary.today.jobs, summary.today.held) == (30_000 + 20_000, 2, 30_000)
+    assert (summary.today.unknown, summary.today.unknowns) == (20_000, 1)
+    # this month: b (refunded: 0) + c (45k, settled after midnight but counted on Nov 23) + d + e
+    assert (summary.month.net, summary.month.jobs, summary.month.refunded_jobs) == (95_000, 4, 1)
+    assert summary.month.charged == 45_000 + 20_000
+    # all time adds a (Oct 31 23:59:59 UTC: last month)
+    assert (summary.all_time.net, summary.all_time.jobs, summary.all_time.pending_jobs) == (175_000, 5, 1)
+    assert (summary.all_time.unknown, summary.all_time.unknowns) == (20_000, 1)
+
+
+async def test_user_summary_at_period_edges(reports: Reports, world: dict[str, int], clock: Clock) -> None:
+    """Just after midnight on the 1st, 'today' and 'this month' start empty; just before, they end."""
+    clock.now = dt.datetime(2026, 11, 1, 0, 0, tzinfo=dt.UTC)
+    first = await reports.user_summary("u1")
+    assert (first.today.net, first.today.jobs) == (0, 1)  # b was refunded
+    assert first.month.jobs == 4  # the whole of November's days, b to e
+    clock.now = dt.datetime(2026, 10, 31, 23, 59, 59, tzinfo=dt.UTC)
+    last = await reports.user_summary("u1")
+    assert (last.today.net, last.month.net) == (80_000, 80_000)
+    assert last.all_time.net == 175_000  # all time is everything recorded, whatever the clock says
+
+
+async def test_user_summary_of_a_stranger(reports: Reports, world: dict[str, int]) -> None:
+    """A user with no jobs has nothing everywhere (a rejected request is free)."""
+    summary = await reports.user_summary("nobody")
+    assert summary.today == summary.month == summary.all_time == NOTHING
+    rejected_only = await reports.user_summary("u3")
+    assert (rejected_only.all_time.jobs, rejected_only.all_time.net, rejected_only.all_time.refunded_jobs) == (1, 0, 1)
+
+
+async def test_user_summary_lists_budgets_with_reset_times(
+    reports: Reports, ledger: Ledger, world: dict[str, int]
+) -> None:
+    """The budgets that apply in the given server and roles, tightest first, with what is left and when."""
+    await ledger.set_budget("user", "day", 1_000_000)
+    await ledger.set_budget("guild", "month", 300_000, guild_id="g1")
+    await ledger.set_budget("role", "week", 5_000_000, guild_id="g1", target_id="artists")
+    await ledger.set_budget("guild", "month", 1, guild_id="g2")  # another server's: not listed
+    summary = await reports.user_summary("u1", guild_id="g1", roles=("artists",))
+    found = {(s.budget.scope, s.budget.period): (s.spent, s.remaining, s.resets_at) for s in summary.budgets}
+    assert found == {
+        # the server's month so far: b (0) + d (30k) + f (150k)
+        ("guild", "month"): (180_000, 120_000, dt.datetime(2026, 12, 1, tzinfo=dt.UTC)),
+        # u1 today, everywhere: d + e
+        ("user", "day"): (50_000, 950_000, dt.datetime(2026, 11, 25, tzinfo=dt.UTC)),
+        # no job was made with the role
+        ("role", "week"): (0, 5_000_000, dt.datetime(2026, 11, 30, tzinfo=dt.UTC)),
+    }
+    assert [s.budget.scope for s in summary.budgets] == ["guild", "user", "role"]
+    outside = await reports.user_summary("u1")
+    assert [(s.budget.scope, s.budget.period) for s in outside.budgets] == [("user", "day")]
+
+
+# -- over a period --------------------------------------------------------------------------------------
+
+
+async def test_totals(reports: Reports, world: dict[str, int]) -> None:
+    """November: every job but a; all time adds a; filters narrow to one server or user."""
+    november = await reports.totals(NOV, DEC)
+    assert november.net == 95_000 + 160_000 + 0
+    assert (november.held, november.unknown, november.unknowns) == (30_000, 20_000, 1)
+    assert (november.jobs, november.refunded_jobs, november.pending_jobs) == (7, 2, 1)
+    assert (await reports.totals(None, None)).net == 335_000
+    assert (await reports.totals(NOV, DEC, guild_id="g1")).net == 30_000 + 150_000
+    assert (await reports.totals(NOV, DEC, guild_id="")).net == 20_000
+    assert (await reports.totals(None, None, user_id="u1")).net == 175_000
+    assert (await reports.totals(NOV, DEC, guild_id="g2", user_id="u1")).net == 45_000
+    assert await reports.totals(DEC, None) == NOTHING
+
+
+async def test_period_bounds_are_utc_days_half_open(reports: Reports, world: dict[str, int]) -> None:
+    """since is included, until is not: Oct 31 23:59:59 belongs to October, Nov 24 00:00 to the 24th."""
+    assert (await reports.totals(dt.date(2026, 10, 31), NOV)).net == 80_000
+    assert (await reports.totals(dt.date(2026, 11, 24), dt.date(2026, 11, 25))).net == 30_000 + 20_000 + 10_000
+    assert (await reports.totals(dt.date(2026, 11, 23), dt.date(2026, 11, 24))).net == 45_000
+    assert (await reports.totals(None, NOV)).net == 80_000
+
+
+async def test_by_guild(reports: Reports, world: dict[str, int]) -> None:
+    rows = await reports.by_guild(NOV, DEC)
+    assert rows == sorted(rows, key=lambda r: -r.spend.net)
+    assert nets(rows, "guild_id") == {"g1": 180_000, "g2": 55_000, "": 20_000}
+    assert [r.guild_id for r in rows] == ["g1", "g2", ""]
+    assert isinstance(rows[0], GuildSpend)
+    assert next(r for r in rows if r.guild_id == "").spend.unknown == 20_000
+    assert nets(await reports.by_guild(None, None), "guild_id")["g1"] == 260_000
+
+
+async def test_by_model(reports: Reports, world: dict[str, int]) -> None:
+    rows = await reports.by_model(NOV, DEC)
+    assert [(r.model, r.spend.net) for r in rows] == [
+        ("gpt-image-2", 225_000),
+        ("dall-e-2", 20_000),
+        ("gpt-image-1", 10_000),
+    ]
+    assert isinstance(rows[0], ModelSpend)
+    dall_e = rows[1].spend
+    assert (dall_e.unknown, dall_e.unknowns, dall_e.charged) == (20_000, 1, 20_000)
+    assert rows[2].spend.refunded_jobs == 2
+    assert nets(await reports.by_model(NOV, DEC, guild_id="g1"), "model") == {"gpt-image-2": 180_000, "gpt-image-1": 0}
+    assert nets(await reports.by_model(NOV, DEC, user_id="u1"), "model") == {
+        "gpt-image-2": 75_000,
+        "dall-e-2": 20_000,
+        "gpt-image-1": 0,
+    }
+    assert await reports.by_model(DEC, None) == []
+
+
+async def test_by_day(reports: Reports, world: dict[str, int]) -> None:
+    """One row per day and model, in order; the job settled after midnight counts on its own day."""
+    rows = await reports.by_day(NOV, DEC)
+    assert all(isinstance(r, DaySpend) for r in rows)
+    assert [(r.day.day, r.model, r.spend.net) for r in rows] == [
+        (1, "gpt-image-1", 0),
+        (5, "gpt-image-1", 0),
+        (10, "gpt-image-2", 150_000),
+        (23, "gpt-image-2", 45_000),
+        (24, "dall-e-2", 20_000),
+        (24, "gpt-image-1", 10_000),
+        (24, "gpt-image-2", 30_000),
+    ]
+    mine = await reports.by_day(dt.date(2026, 11, 24), dt.date(2026, 11, 25), user_id="u1")
+    assert [(r.model, r.spend.net, r.spend.held) for r in mine] == [
+        ("dall-e-2", 20_000, 0),
+        ("gpt-image-2", 30_000, 30_000),
+    ]
+    g2 = await reports.by_day(NOV, DEC, guild_id="g2")
+    assert sum(r.spend.net for r in g2) == 55_000
+
+
+async def test_top_users(reports: Reports, world: dict[str, int]) -> None:
+    """Largest first; a user whose every job was refunded still appears, last; limits and servers apply."""
+    rows = await reports.top_users(NOV, DEC)
+    assert all(isinstance(r, UserSpend) for r in rows)
+    assert [(r.user_id, r.spend.net) for r in rows] == [("u2", 160_000), ("u1", 95_000), ("u3", 0)]
+    assert rows[1].spend == (await reports.user_summary("u1")).month
+    assert [r.user_id for r in await reports.top_users(NOV, DEC, limit=2)] == ["u2", "u1"]
+    assert await reports.top_users(NOV, DEC, limit=0) == []
+    in_g2 = await reports.top_users(NOV, DEC, guild_id="g2")
+    assert [(r.user_id, r.spend.net, r.spend.jobs) for r in in_g2] == [
+        ("u1", 45_000, 1),
+        ("u2", 10_000, 1),
+        ("u3", 0, 1),
+    ]
+    assert [r.user_id for r in await reports.top_users(None, None)] == ["u1", "u2", "u3"]
+    assert await reports.top_users(DEC, None) == []
+
+
+async def test_every_breakdown_adds_up_to_the_totals(reports: Reports, world: dict[str, int], db: Database) -> None:
+    """Per server, model, day and user, the groups add up to the period's totals and to the raw ledger."""
+    raw = await db.fetchval(
+        "SELECT SUM(CASE kind WHEN 'refund' THEN -amount ELSE amount END) FROM ledger WHERE day >= ? AND day < ?",
+        ("2026-11-01", "2026-12-01"),
+    )
+    total = await reports.totals(NOV, DEC)
+    assert total.net == raw
+    for rows in (
+        await reports.by_guild(NOV, DEC),
+        await reports.by_model(NOV, DEC),
+        await reports.by_day(NOV, DEC),
+        await reports.top_users(NOV, DEC, limit=100),
+    ):
+        combined = NOTHING
+        for row in rows:
+            combined += row.spend
+        assert combined == total
+
+
+async def test_empty_database(reports: Reports) -> None:
+    assert await reports.totals(None, None) == NOTHING
+    assert await reports.by_guild(None, None) == []
+    assert await reports.by_day(None, None) == []
+    assert await reports.top_users(None, None) == []
+    assert await reports.csv_rows(None, None) == []
+    assert (await reports.user_summary("u1")).budgets == ()
+
+
+# -- CSV --------------------------------------------------------------------------------------------------
+
+
+async def test_csv_round_trips(reports: Reports, world: dict[str, int]) -> None:
+    """The CSV parses back with the csv module into the same rows; its net column sums to the totals."""
+    rows = await reports.csv_rows(NOV, DEC)
+    text = to_csv(rows)
+    assert Reports.to_csv(rows) == text
+    parsed = list(csv.DictReader(io.StringIO(text)))
+    assert tuple(parsed[0]) == CSV_COLUMNS
+    assert len(parsed) == len(rows) == 3 * 4 + 2 * 2 + 1  # settled/unknown 3 rows, refunded 2, reserved 1
+    assert sum(int(r["net_micros"]) for r in parsed) == (await reports.totals(NOV, DEC)).net
+    for row, back in zip(rows, parsed, strict=True):
+        assert int(back["ledger_id"]) == row.ledger_id
+        assert int(back["amount_micros"]) == row.amount
+        assert Decimal(back["amount_usd"]) * 1_000_000 == row.amount
+        assert int(back["net_micros"]) == (-row.amount if back["kind"] == "refund" else row.amount)
+        assert (back["user_id"], back["guild_id"], back["model"], back["note"]) == (
+            row.user_id,
+            row.guild_id,
+            row.model,
+            row.note,
+        )
+    assert [r.day for r in rows] == sorted(r.day for r in rows)
+    unknown = [r for r in parsed if r["cost_state"] == "unknown"]
+    assert [(r["kind"], r["status"], r["job_kind"]) for r in unknown] == [
+        ("reserve", "failed", "generate"),
+        ("charge", "failed", "generate"),
+        ("refund", "failed", "generate"),
+    ]
+    assert unknown[1]["note"].startswith("unknown:")
+    assert {r["day"] for r in parsed} <= {f"2026-11-{d:02d}" for d in range(1, 31)}
+
+
+async def test_csv_filters(reports: Reports, world: dict[str, int]) -> None:
+    mine = await reports.csv_rows(None, None, user_id="u1")
+    assert {r.user_id for r in mine} == {"u1"}
+    assert sum(r.net for r in mine) == 175_000
+    g2 = await reports.csv_rows(NOV, DEC, guild_id="g2", user_id="u1")
+    assert {(r.job_id, r.kind) for r in g2} == {(world["c"], "reserve"), (world["c"], "charge"), (world["c"], "refund")}
+    assert to_csv([]) == ",".join(CSV_COLUMNS) + "\n"
+
+
+# -- query plans ------------------------------------------------------------------------------------------
+
+
+async def test_queries_use_the_covering_indexes(
+    reports: Reports, world: dict[str, int], db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every report query reads the ledger through one of its indexes (never a scan of the table), and the
+    period reports through the covering ones."""
+    seen: list[tuple[str, Any]] = []
+    fetchall, fetchone = db.fetchall, db.fetchone
+
+    async def record_all(sql: str, params: Any = ()) -> Any:
+        seen.append((sql, params))
+        return await fetchall(sql, params)
+
+    async def record_one(sql: str, params: Any = ()) -> Any:
+        seen.append((sql, params))
+        return await fetchone(sql, params)
+
+    monkeypatch.setattr(db, "fetchall", record_all)
+    monkeypatch.setattr(db, "fetchone", record_one)
+    await reports.user_summary("u1", guild_id="g1")
+    await reports.totals(NOV, DEC)
+    await reports.totals(NOV, DEC, user_id="u1")
+    await reports.by_guild(NOV, DEC)
+    await reports.by_model(NOV, DEC, guild_id="g1")
+    await reports.by_model(NOV, DEC, user_id="u1")
+    await reports.by_day(NOV, DEC)
+    await reports.top_users(NOV, DEC)
+    await reports.top_users(NOV, DEC, guild_id="g1")
+    await reports.csv_rows(NOV, DEC, user_id="u1")
+    monkeypatch.undo()
+
+    plans: dict[str, list[str]] = {}
+    for sql, params in seen:
+        if "FROM ledger" not in sql:
+            continue  # the ledger's own budget lookup
+        rows = await db.fetchall(f"EXPLAIN QUERY PLAN {sql}", params)
+        plans[sql] = [row["detail"] for row in rows]
+    assert len(plans) >= 12
+    for sql, details in plans.items():
+        reads = [d for d in details if d.startswith(("SCAN ledger", "SEARCH ledger", "SCAN l ", "SEARCH l "))]
+        assert reads, (sql, details)
+        for detail in reads:
+            assert "INDEX ledger_by_" in detail, (sql, details)
+    covering = [d for details in plans.values() for d in details if "COVERING INDEX" in d]
+    assert any("ledger_by_day (day>? AND day<?)" in d for d in covering)
+    assert any("ledger_by_user (user_id=?" in d for d in covering)
+
+
+async def test_top_users_beyond_the_listing_limit(
+    reports: Reports, ledger: Ledger, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long ranking gets its details from one query over everyone, in the same order."""
+    for n in range(6):
+        job_id = await job(ledger, clock, at(3), draft(f"user{n}", "g1", "gpt-image-2"), 1_000 * (n + 1))
+        await ledger.settle(job_id, 1_000 * (n + 1))
+    short = await reports.top_users(NOV, DEC, limit=6)
+    monkeypatch.setattr("bot.store.reports._MAX_LISTED", 2)
+    assert await reports.top_users(NOV, DEC, limit=6) == short
+    assert [r.user_id for r in short] == [f"user{n}" for n in reversed(range(6))]
