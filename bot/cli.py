@@ -4,6 +4,8 @@
     python -m bot edit --image photo.png [--mask mask.png] "add a red balloon"
     python -m bot vary --image photo.png [--n 2 --strength strong]
     python -m bot models [--all]
+    python -m bot budget list | set SCOPE PERIOD DOLLARS [--guild ID --target ID] | remove ID
+    python -m bot cleanup [--days N --max-mb N]
     python -m bot spend [--user ID] [--guild ID] [--since DATE] [--until DATE] [--csv] [--chart FILE.png]
 
 Expected errors are one line on stderr and exit code 2 (bad input or settings) or 1 (the provider failed);
@@ -19,6 +21,7 @@ import logging
 import re
 import sys
 from collections.abc import Sequence
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import NoReturn, TextIO
 
@@ -34,9 +37,10 @@ from bot.imaging.inputs import SquareMode
 from bot.imaging.masks import Region, parse_region, preview, transparent_fraction
 from bot.jobs import JobOutcome, Requester
 from bot.log import redact, setup_logging
-from bot.services import DATABASE_FILE, Core, load_catalogue, open_core, settings_problems
+from bot.services import DATABASE_FILE, IMAGES_FOLDER, Core, load_catalogue, open_core, settings_problems
 from bot.store.db import Database
-from bot.store.ledger import Ledger, describe_budget
+from bot.store.images import ImageStore
+from bot.store.ledger import PERIODS, SCOPES, Budget, Ledger, describe_budget
 from bot.store.reports import Reports, Spend, UserSummary, to_csv
 
 EXIT_OK = 0
@@ -116,6 +120,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list the model catalogue with status and prices")
     models.add_argument("--all", action="store_true", help="include shut-down models")
+
+    budget = sub.add_parser("budget", help="list, set or remove spending budgets (needs no API key)")
+    budget_sub = budget.add_subparsers(dest="budget_command", parser_class=_Parser, required=True)
+    budget_sub.add_parser("list", help="every budget with its limit")
+    budget_set = budget_sub.add_parser("set", help="create a budget, or change its limit")
+    budget_set.add_argument("scope", choices=SCOPES, help="whose spending it limits")
+    budget_set.add_argument("period", choices=PERIODS, help="day, week, month (UTC) or all time")
+    budget_set.add_argument("limit", help="US dollars, e.g. 2.50")
+    budget_set.add_argument("--guild", default="", help="the server (Discord id) it applies in; default everywhere")
+    budget_set.add_argument("--target", default="", help="the user or role id; a user budget without one is per user")
+    budget_remove = budget_sub.add_parser("remove", help="remove a budget by its id (see budget list)")
+    budget_remove.add_argument("id", type=int)
+
+    cleanup = sub.add_parser("cleanup", help="apply the image store's retention limits now")
+    cleanup.add_argument("--days", type=float, help="keep images this many days, 0 for ever (default EASEL_IMAGE_RETENTION_DAYS)")
+    cleanup.add_argument("--max-mb", type=int, help="keep at most this many MB, 0 for no cap (default EASEL_IMAGE_STORE_MB)")
 
     spend = sub.add_parser("spend", help="what was spent: per user, server, model and day (needs no API key)")
     spend.add_argument("--user", help="one user's spend (a Discord user id, or cli) and their budgets")
@@ -314,6 +334,12 @@ def run(argv: Sequence[str], *, out: TextIO | None = None) -> int:
     if args.command == "models":
         list_models(load_catalogue(settings), settings, show_all=args.all, today=utc_today(), out=out)
         return EXIT_OK
+    if args.command == "budget":
+        asyncio.run(budget_command(settings, args, out))
+        return EXIT_OK
+    if args.command == "cleanup":
+        asyncio.run(cleanup_command(settings, args, out))
+        return EXIT_OK
     if args.command == "spend":
         asyncio.run(spend_report(settings, args, out, today=utc_today()))
         return EXIT_OK
@@ -392,6 +418,75 @@ def _print_user(summary: UserSummary, out: TextIO) -> None:
         for status in summary.budgets
     ]
     _table(("budget", "left", "of", "resets"), rows, out)
+
+
+def _dollars(text: str) -> int:
+    try:
+        value = Decimal(text.strip().removeprefix("$"))
+    except InvalidOperation:
+        raise ConfigError(f"The limit {text!r} is not an amount of dollars, such as 2.50.") from None
+    if not value.is_finite() or value < 0:
+        raise ConfigError(f"The limit {text!r} must be zero or more dollars.")
+    return int((value * pricing.MICROS_PER_USD).to_integral_value(rounding=ROUND_HALF_UP))
+
+
+async def budget_command(settings: Settings, args: argparse.Namespace, out: TextIO) -> None:
+    """`budget list|set|remove`: the admin's spending limits, straight in the database."""
+    async with await Database.open(settings.data_dir / DATABASE_FILE) as db:
+        ledger = Ledger(db)
+        if args.budget_command == "set":
+            if args.scope == "role" and not (args.guild and args.target):
+                raise ConfigError("A role budget needs --guild and --target (the role's id).")
+            if args.scope == "guild" and not args.guild:
+                raise ConfigError("A server budget needs --guild (the server's id).")
+            made = await ledger.set_budget(
+                args.scope, args.period, _dollars(args.limit), guild_id=args.guild, target_id=args.target
+            )
+            print(f"budget {made.id}: {_budget_words(made)} is {pricing.format_usd(made.limit)}", file=out)
+        elif args.budget_command == "remove":
+            if not await ledger.remove_budget(args.id):
+                raise ConfigError(f"There is no budget {args.id}; `python -m bot budget list` shows them.")
+            print(f"budget {args.id} removed", file=out)
+        else:
+            found = await ledger.budgets()
+            for item in found:
+                print(f"{item.id:>4}  {_budget_words(item)}: {pricing.format_usd(item.limit)}", file=out)
+            if not found:
+                print("no budgets: spending is not limited", file=out)
+
+
+def _budget_words(budget: Budget) -> str:
+    where = f" in server {budget.guild_id}" if budget.guild_id and budget.scope != "guild" else ""
+    match budget.scope:
+        case "user":
+            who = f"user {budget.target_id}" if budget.target_id else "each user"
+        case "role":
+            who = f"role {budget.target_id}"
+        case "guild":
+            who = f"server {budget.guild_id}"
+        case _:
+            who = "everyone together"
+    period = {"day": "per day", "week": "per week", "month": "per month", "all": "in all"}[budget.period]
+    return f"{who}{where}, {period}"
+
+
+async def cleanup_command(settings: Settings, args: argparse.Namespace, out: TextIO) -> None:
+    """`cleanup`: apply the image store's retention limits once."""
+    days, size = settings.retention()
+    if args.days is not None:
+        days = args.days or None
+    if args.max_mb is not None:
+        size = args.max_mb * 1024 * 1024 or None
+    if (days is not None and days < 0) or (size is not None and size < 0):
+        raise ConfigError("--days and --max-mb must not be negative.")
+    async with await Database.open(settings.data_dir / DATABASE_FILE) as db:
+        store = ImageStore(db, settings.data_dir / IMAGES_FOLDER)
+        report = await store.cleanup(max_age_days=days, max_total_bytes=size)
+    print(
+        f"removed {report.deleted_files} file(s), {report.freed_bytes / 1_048_576:.1f} MB; "
+        f"kept {report.kept_files} ({report.kept_bytes / 1_048_576:.1f} MB)",
+        file=out,
+    )
 
 
 async def spend_report(settings: Settings, args: argparse.Namespace, out: TextIO, *, today: dt.date) -> None:
