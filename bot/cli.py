@@ -134,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     budget_remove.add_argument("id", type=int)
 
     cleanup = sub.add_parser("cleanup", help="apply the image store's retention limits now")
-    cleanup.add_argument("--days", type=float, help="keep images this many days, 0 for ever (default EASEL_IMAGE_RETENTION_DAYS)")
-    cleanup.add_argument("--max-mb", type=int, help="keep at most this many MB, 0 for no cap (default EASEL_IMAGE_STORE_MB)")
+    cleanup.add_argument("--days", type=float, help="days to keep images, 0: for ever")
+    cleanup.add_argument("--max-mb", type=int, help="most MB to keep, 0: no cap")
 
     spend = sub.add_parser("spend", help="what was spent: per user, server, model and day (needs no API key)")
     spend.add_argument("--user", help="one user's spend (a Discord user id, or cli) and their budgets")
