@@ -103,6 +103,7 @@ class Studio:
         self.ledger = ledger
         self.store = store
         self._credit_usd = credit_usd
+        self._background: set[asyncio.Future[bool]] = set()
 
     @property
     def billable(self) -> bool:
@@ -204,19 +205,33 @@ class Studio:
             await self._rejected(dataclasses.replace(fallback, parent_job=parent[0] if parent else None), error)
             raise
         draft = self._draft(plan, who, parent)
+        reserving = asyncio.ensure_future(self.ledger.reserve(draft, plan.estimate))
         try:
-            job_id = await self.ledger.reserve(draft, plan.estimate)
+            job_id = await asyncio.shield(reserving)
         except EaselError as error:
             await self._rejected(draft, error)
             raise
-        await self.ledger.start(job_id)
+        except asyncio.CancelledError:
+            # The reservation may still commit after we stop waiting: give it back as soon as it does.
+            reserving.add_done_callback(self._refund_abandoned)
+            raise
+        sent = False
         try:
+            await self.ledger.start(job_id)
+            sent = True
             result = await plan.call()
         except EaselError as error:
-            await self.ledger.fail(job_id, error, sent=True)
+            await self.ledger.fail(job_id, error, sent=sent)
             raise
-        except BaseException:
-            # Not an answer from the provider (a bug, a cancellation): give the money back, keep the trace.
+        except asyncio.CancelledError:
+            # Stopped while the provider had the request: like a crash at that moment, it may have billed.
+            if sent:
+                await self.ledger.keep_unknown(job_id, code="cancelled", message="Stopped while the images were made.")
+            else:
+                await self.ledger.refund(job_id, code="cancelled", status="cancelled")
+            raise
+        except Exception:
+            # A bug on our side, not an answer from the provider: give the money back, keep the trace.
             await self.ledger.refund(job_id, code="internal", message="Easel failed before the images arrived.")
             raise
         cost = self._cost(plan, result)
@@ -230,6 +245,14 @@ class Studio:
                 # The images were paid for: deliver them even if the local copy could not be kept (disk, database).
                 log.exception("job %d: could not store its images", job_id)
         return JobOutcome(job_id=job_id, result=result, estimate=plan.estimate, cost=cost)
+
+    def _refund_abandoned(self, reserving: asyncio.Future[int]) -> None:
+        if reserving.cancelled() or reserving.exception() is not None:
+            return
+        job_id = reserving.result()
+        task = asyncio.ensure_future(self.ledger.refund(job_id, code="cancelled", status="cancelled"))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _cost(self, plan: Plan, result: ImageResult) -> int:
         if result.mock or not self.billable:

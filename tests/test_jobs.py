@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -212,3 +213,46 @@ async def test_outpaint_job(db: Database, catalogue: Catalogue) -> None:
     outcome = await studio.outpaint(InputImage(images.png(1024, 1024)), ALICE, factor=1.5)
     assert (outcome.result.images[0].width, outcome.result.images[0].height) == (1536, 1536)
     assert (await job(db, outcome.job_id))["kind"] == "outpaint"
+
+
+async def test_cancelled_during_the_call_keeps_an_unknown_charge(db: Database, catalogue: Catalogue) -> None:
+    """A job cancelled while the provider has it is treated like a crash then: the estimate stays, marked unknown."""
+    started = asyncio.Event()
+
+    class Slow(OpenAIStub):
+        async def generate(self, spec, req):  # type: ignore[no-untyped-def]
+            started.set()
+            await asyncio.sleep(30)
+            raise AssertionError("not reached")
+
+    studio = Studio(ImagesClient(Slow(), catalogue, default_model="gpt-image-2"), Ledger(db))
+    task = asyncio.create_task(studio.generate(GenerateRequest(prompt="a fox", quality="low"), ALICE))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    row = await job(db, 1)
+    assert (row["cost_state"], row["error_code"]) == ("unknown", "cancelled")
+    assert await net(db) == row["estimate"] > 0
+
+
+async def test_cancelled_while_reserving_gives_the_money_back(db: Database, catalogue: Catalogue) -> None:
+    """A caller that stops waiting for its reservation does not leave the money held."""
+    studio = Studio(ImagesClient(OpenAIStub(), catalogue, default_model="gpt-image-2"), Ledger(db))
+    task = asyncio.create_task(studio.generate(GenerateRequest(prompt="a fox", quality="low"), ALICE))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(50):
+        if await db.fetchval("SELECT count(*) FROM jobs WHERE cost_state = 'reserved'") == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert await net(db) == 0
+    assert await db.fetchval("SELECT cost_state FROM jobs") in ("refunded", None)
+
+
+class OpenAIStub(MockProvider):
+    """A provider that bills (so estimates are not zero) but draws locally."""
+
+    name = "stub"

@@ -168,7 +168,7 @@ async def test_nothing_is_settled_twice(ledger: Ledger, db: Database) -> None:
     assert not await ledger.settle(job, 900)
     assert not await ledger.refund(job, code="late")
     assert await net(db) == 900
-    with pytest.raises(sqlite3.IntegrityError, match="already final"):
+    with pytest.raises(sqlite3.IntegrityError, match=r"already final|set once"):
         await db.execute("UPDATE jobs SET cost_state = 'refunded' WHERE id = ?", (job,))
 
 
@@ -421,3 +421,34 @@ async def test_group_commit_undoes_only_the_failing_statement(tmp_path: Path, on
         assert all(isinstance(r, int) for r in results[8:])
         assert await net(database) == 80_000
         await counters_match_ledger(database)
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        (
+            "INSERT INTO jobs (kind, user_id, model, cost_state, estimate, created_at) "
+            "VALUES ('generate', 'u', 'm', 'settled', 5, '2026-11-24T00:00:00.000Z')",
+            "starts free or reserved",
+        ),
+        ("UPDATE jobs SET cost_state = 'unknown' WHERE id = 1", "cost is set once"),
+        ("UPDATE jobs SET cost = 7 WHERE id = 1", "cost is set once"),
+        ("UPDATE jobs SET cost = 1 WHERE id = 2", "cost is set once"),
+    ],
+)
+async def test_schema_refuses_money_shortcuts(ledger: Ledger, db: Database, sql: str, message: str) -> None:
+    """Writes that would bypass the money rules are refused by the schema itself."""
+    await ledger.reserve(draft(), 5_000)
+    settled = await ledger.reserve(draft(), 5_000)
+    await ledger.settle(settled, 4_000)
+    with pytest.raises(sqlite3.IntegrityError, match=message):
+        await db.execute(sql)
+    await counters_match_ledger(db)
+
+
+async def test_a_write_that_cannot_be_bound_fails_alone(db: Database, ledger: Ledger) -> None:
+    """A parameter SQLite cannot store fails that write only; the writer goes on and no transaction is left open."""
+    with pytest.raises(OverflowError):
+        await db.write("UPDATE jobs SET prompt = ? WHERE id = 0", (2**64,))
+    assert await ledger.reserve(draft(), 10) > 0
+    assert not db._conn.in_transaction

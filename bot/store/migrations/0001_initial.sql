@@ -5,8 +5,10 @@
 --     counters of every budget that applies, and aborts the whole insert if any of them would go over;
 --   * moving cost_state from 'reserved' to 'settled', 'refunded' or 'unknown' writes the matching
 --     'charge' and 'refund' rows, exactly once (other transitions are refused);
+--   * a job's cost is written once, when it is settled ('unknown' charges the estimate);
 --   * ledger rows are never updated or deleted, and only these triggers write them, so each budget's
---     counter always equals the net of the ledger rows of the jobs it covers.
+--     counter always equals the net of the ledger rows of the jobs it covers. (SQLite cannot tell a
+--     trigger's INSERT INTO ledger from anyone else's; tests/test_crash.py checks the invariant.)
 -- All of a job's ledger rows count in the period (day) the job was created in, so a refund that comes
 -- after midnight returns the money to the period that was charged.
 
@@ -151,12 +153,27 @@ BEGIN
     ON CONFLICT (budget_id, subject, period_start) DO UPDATE SET spent = spent + excluded.spent, enforce = 1;
 END;
 
+-- A job starts either free (refused before any money moved) or reserved; the rest follows from there.
+CREATE TRIGGER jobs_start_state BEFORE INSERT ON jobs WHEN NEW.cost_state NOT IN ('free', 'reserved') OR NEW.cost <> 0
+BEGIN
+    SELECT RAISE(ABORT, 'easel: a job starts free or reserved, with no cost yet');
+END;
+
 -- Only these cost transitions exist; anything else (settling twice, refunding a settled job) is refused.
 CREATE TRIGGER jobs_cost_transition BEFORE UPDATE OF cost_state ON jobs
 WHEN OLD.cost_state <> NEW.cost_state
  AND NOT (OLD.cost_state = 'reserved' AND NEW.cost_state IN ('settled', 'refunded', 'unknown'))
 BEGIN
     SELECT RAISE(ABORT, 'easel: this job''s cost is already final');
+END;
+
+-- An 'unknown' charge is the estimate, and a final cost never changes again: the ledger holds it.
+CREATE TRIGGER jobs_cost_fixed BEFORE UPDATE OF cost, cost_state ON jobs
+WHEN (NEW.cost_state = 'unknown' AND OLD.cost_state = 'reserved' AND NEW.cost <> OLD.estimate)
+  OR (OLD.cost_state <> 'reserved' AND NEW.cost <> OLD.cost)
+  OR (NEW.cost_state IN ('reserved', 'refunded') AND NEW.cost <> 0)
+BEGIN
+    SELECT RAISE(ABORT, 'easel: a job''s cost is set once, when it is settled');
 END;
 
 CREATE TRIGGER jobs_money_fixed BEFORE UPDATE OF estimate, user_id, guild_id, roles, created_at ON jobs
