@@ -104,11 +104,13 @@ async def test_newer_database_is_refused(tmp_path: Path) -> None:
 async def test_failed_migration_leaves_nothing(tmp_path: Path) -> None:
     """A migration that fails midway is rolled back whole, version included."""
     path = tmp_path / "easel.db"
-    broken = [*shipped_migrations(), Migration(2, "0002_broken.sql", "CREATE TABLE extra (x);\nNOT SQL;")]
-    with pytest.raises(RuntimeError, match=r"0002_broken\.sql failed"):
+    shipped = shipped_migrations()
+    following = len(shipped) + 1
+    broken = [*shipped, Migration(following, f"{following:04d}_broken.sql", "CREATE TABLE extra (x);\nNOT SQL;")]
+    with pytest.raises(RuntimeError, match=rf"{following:04d}_broken\.sql failed"):
         await Database.open(path, migrations=broken)
     async with await Database.open(path) as database:
-        assert await database.version() == 1
+        assert await database.version() == len(shipped)
         assert await database.fetchval("SELECT count(*) FROM sqlite_master WHERE name = 'extra'") == 0
 
 
