@@ -1,5 +1,14 @@
-"""`python -m bot`: the command line (see bot.cli); with no command it will start the Discord bot."""
+"""`python -m bot`: the Discord bot, or with a command (imagine, edit, spend, ...) the command line."""
 
 from bot.cli import main
+from bot.config import Settings
 
-raise SystemExit(main())
+
+def _start_bot(settings: Settings) -> int:
+    # Imported here so the command line never pays for loading discord.py.
+    from bot.app import run_bot
+
+    return run_bot(settings)
+
+
+raise SystemExit(main(start_bot=_start_bot))

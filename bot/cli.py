@@ -20,7 +20,7 @@ import datetime as dt
 import logging
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import NoReturn, TextIO
@@ -311,13 +311,17 @@ def list_models(catalogue: Catalogue, settings: Settings, *, show_all: bool, tod
         print("(shut-down models hidden; --all shows them)", file=out)
 
 
-def run(argv: Sequence[str], *, out: TextIO | None = None) -> int:
-    """Parse `argv` and run the command; raises EaselError for expected failures."""
+BotStarter = Callable[[Settings], int]
+
+
+def run(argv: Sequence[str], *, out: TextIO | None = None, start_bot: BotStarter | None = None) -> int:
+    """Parse `argv` and run the command (no command: the Discord bot); raises EaselError for expected failures."""
     args = build_parser().parse_args(argv)
     out = out or sys.stdout
     overrides = {"provider": args.provider} if args.provider else {}
     settings = load_settings(args.env_file if Path(args.env_file).exists() else None, **overrides)
-    setup_logging(settings.log_level if settings.log_level != "INFO" else "WARNING", settings.secrets())
+    quiet = args.command is not None and settings.log_level == "INFO"
+    setup_logging("WARNING" if quiet else settings.log_level, settings.secrets())
     if args.command is None:
         problems = settings_problems(settings, load_catalogue(settings))
         if settings.discord_token is None:
@@ -326,11 +330,10 @@ def run(argv: Sequence[str], *, out: TextIO | None = None) -> int:
             )
         if problems:
             raise ConfigError("\n".join(problems))
-        print(
-            'Easel\'s Discord bot is not built yet; meanwhile try: python -m bot imagine "a red fox" --provider mock',
-            file=sys.stderr,
-        )
-        return EXIT_PROVIDER
+        if start_bot is None:
+            print("The Discord bot starts with `python -m bot`; this entry point only runs commands.", file=sys.stderr)
+            return EXIT_PROVIDER
+        return start_bot(settings)
     if args.command == "models":
         list_models(load_catalogue(settings), settings, show_all=args.all, today=utc_today(), out=out)
         return EXIT_OK
@@ -553,10 +556,10 @@ async def _dispatch(settings: Settings, args: argparse.Namespace, out: TextIO) -
         await handler(core, args, out)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, start_bot: BotStarter | None = None) -> int:
     """Entry point: run and turn expected errors into one line on stderr and an exit code."""
     try:
-        return run(sys.argv[1:] if argv is None else argv)
+        return run(sys.argv[1:] if argv is None else argv, start_bot=start_bot)
     except ConfigError as exc:
         for line in str(exc).splitlines():
             print(f"error: {line}", file=sys.stderr)

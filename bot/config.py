@@ -47,6 +47,12 @@ class Settings(BaseSettings):
 
     discord_token: SecretStr | None = Field(default=None, validation_alias="DISCORD_TOKEN")
     """The bot's token from the Discord developer portal."""
+    dev_guild_id: int | None = Field(default=None, validation_alias="DEV_GUILD_ID")
+    """A test server's id: commands are synced there instantly instead of globally."""
+    discord_api_base: str | None = Field(default=None, validation_alias="DISCORD_API_BASE")
+    """Another Discord REST base URL (a proxy, or a local fake in tests); unset: Discord's own."""
+    discord_gateway_url: str | None = Field(default=None, validation_alias="DISCORD_GATEWAY_URL")
+    """Another gateway URL (a gateway proxy, or a local fake in tests); unset: Discord's own."""
 
     provider: ProviderName = Field(default="openai", validation_alias="EASEL_PROVIDER")
     """Which image service to call: openai, azure, compatible, thread or mock."""
@@ -113,6 +119,21 @@ class Settings(BaseSettings):
     @classmethod
     def _check_azure_url(cls, value: str | None) -> str | None:
         return _url(value, "AZURE_OPENAI_ENDPOINT")
+
+    @field_validator("discord_api_base")
+    @classmethod
+    def _check_discord_api(cls, value: str | None) -> str | None:
+        return _url(value, "DISCORD_API_BASE")
+
+    @field_validator("discord_gateway_url")
+    @classmethod
+    def _check_gateway(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        url = httpx.URL(value)
+        if url.scheme not in ("ws", "wss") or not url.host:
+            raise ValueError(f"DISCORD_GATEWAY_URL must be a ws:// or wss:// URL, got {value!r}")
+        return value
 
     @field_validator("provider", mode="before")
     @classmethod

@@ -167,14 +167,62 @@ def test_no_command_checks_the_bot_settings(capsys: pytest.CaptureFixture[str]) 
     ]
 
 
-def test_no_command_says_the_bot_is_not_built_yet(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """With good settings, python -m bot explains itself until the Discord bot lands."""
+def test_no_command_starts_the_bot(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """With good settings and no command, the bot starter gets the settings."""
     monkeypatch.setenv("DISCORD_TOKEN", "token-for-tests")
-    code, _, err = run(capsys, "--provider", "mock")
-    assert code == 1
-    assert "not built yet" in err
+    started: list[Settings] = []
+    code = main(["--provider", "mock"], start_bot=lambda settings: started.append(settings) or 0)
+    assert code == 0
+    assert started[0].provider == "mock"
+
+
+def test_rejected_token_is_one_line(tmp_path: Path) -> None:
+    """`python -m bot` with a token Discord refuses: one line, exit 2 (against a loopback fake of Discord)."""
+    import http.server
+    import threading
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"message": "401: Unauthorized", "code": 0}'
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env = {k: v for k, v in os.environ.items() if k not in _ALL}
+        env.update(
+            PYTHONPATH=str(ROOT),
+            DISCORD_TOKEN="not-a-real-token",
+            EASEL_PROVIDER="mock",
+            DISCORD_API_BASE=f"http://127.0.0.1:{server.server_address[1]}/api/v10",
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "bot"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: DISCORD_TOKEN was refused by Discord: copy the bot's token again from the developer portal"
+    )
+    assert "Traceback" not in done.stderr
+    assert "not-a-real-token" not in done.stderr
 
 
 def test_real_process_prints_no_traceback(tmp_path: Path) -> None:

@@ -1,0 +1,194 @@
+"""The Discord application: the Bot subclass that owns every resource, and `run_bot` to start it.
+
+`setup_hook` opens the core (one HTTP client, one database, the stores; crash recovery runs here), starts
+the image workers and the store's clean-up task, loads the cogs from `cogs.EXTENSIONS`, and syncs the
+slash commands only when their definition changed. `close()` unloads the cogs first (so their tasks end
+while the services still work), closes the gateway, then the services in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+import discord
+import yarl
+from discord.ext import commands
+
+from bot.config import Settings
+from bot.errors import ConfigError
+from bot.imaging.pool import ImageWorkers, Mode
+from bot.services import Core, open_core
+from cogs import EXTENSIONS
+
+log = logging.getLogger(__name__)
+
+COMMANDS_HASH_FILE = "commands.sha256"
+
+CoreOpener = Callable[[Settings], AbstractAsyncContextManager[Core]]
+
+
+@contextlib.asynccontextmanager
+async def _open_core_recovering(settings: Settings) -> AsyncIterator[Core]:
+    async with open_core(settings, recover=True) as core:
+        yield core
+
+
+class EaselBot(commands.Bot):
+    """Easel on Discord. Services live on the bot; cogs receive them in their `setup`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        open_services: CoreOpener = _open_core_recovering,
+        extensions: Sequence[str] = EXTENSIONS,
+        workers: Mode = "process",
+        sync_commands: bool = True,
+    ) -> None:
+        # Slash commands, buttons and raw reactions need no privileged intent, and no message content.
+        intents = discord.Intents.default()
+        super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None)
+        self.settings = settings
+        self._open_services = open_services
+        self._extensions = tuple(extensions)
+        self._workers_mode: Mode = workers
+        self._sync = sync_commands
+        self._stack = contextlib.AsyncExitStack()
+        self._core: Core | None = None
+        self._workers: ImageWorkers | None = None
+        self._background: list[asyncio.Task[None]] = []
+
+    @property
+    def core(self) -> Core:
+        """The core services; available from `setup_hook` on."""
+        if self._core is None:
+            raise RuntimeError("the bot's services are not open yet (setup_hook has not run)")
+        return self._core
+
+    @property
+    def workers(self) -> ImageWorkers:
+        if self._workers is None:
+            raise RuntimeError("the image workers are not started yet (setup_hook has not run)")
+        return self._workers
+
+    async def setup_hook(self) -> None:
+        self._core = await self._stack.enter_async_context(self._open_services(self.settings))
+        if self._core.recovery is not None and (self._core.recovery.refunded or self._core.recovery.unknown):
+            log.warning(
+                "recovered after a crash: %d job(s) refunded, %d kept as unknown charges",
+                len(self._core.recovery.refunded),
+                len(self._core.recovery.unknown),
+            )
+        self._workers = await self._stack.enter_async_context(ImageWorkers(mode=self._workers_mode))
+        self._background.append(asyncio.create_task(self._clean_images(), name="easel-image-cleanup"))
+        for extension in self._extensions:
+            await self.load_extension(extension)
+        if self._sync:
+            await self.sync_commands()
+
+    async def _clean_images(self) -> None:
+        """Apply the image store's retention limits now and every EASEL_IMAGE_CLEANUP_HOURS; never crashes."""
+        days, size = self.settings.retention()
+        while True:
+            try:
+                report = await self.core.image_store.cleanup(max_age_days=days, max_total_bytes=size)
+                if report.deleted_files:
+                    log.info("image store: removed %d file(s), %d bytes", report.deleted_files, report.freed_bytes)
+            except Exception:
+                log.exception("image store clean-up failed; trying again later")
+            await asyncio.sleep(self.settings.image_cleanup_hours * 3600)
+
+    def command_signature(self) -> str:
+        """A hash of every command's definition, to sync only when it changed."""
+        definition = [command.to_dict(self.tree) for command in self.tree.get_commands()]
+        blob = json.dumps(definition, sort_keys=True, default=str).encode()
+        guild = self.settings.dev_guild_id or "global"
+        return f"{guild}:{hashlib.sha256(blob).hexdigest()}"
+
+    async def sync_commands(self, *, force: bool = False) -> bool:
+        """Sync the slash commands if their definition changed (Discord caps command creates at 200 a day)."""
+        path = self.settings.data_dir / COMMANDS_HASH_FILE
+        signature = self.command_signature()
+        previous = await asyncio.to_thread(_read_text, path)
+        if previous == signature and not force:
+            log.info("commands unchanged; not syncing")
+            return False
+        if self.settings.dev_guild_id:
+            guild = discord.Object(id=self.settings.dev_guild_id)
+            self.tree.copy_global_to(guild=guild)
+            await self.tree.sync(guild=guild)
+        else:
+            await self.tree.sync()
+        await asyncio.to_thread(_write_text, path, signature)
+        log.info("commands synced to %s", self.settings.dev_guild_id or "all servers")
+        return True
+
+    async def close(self) -> None:
+        # Cogs first, so their tasks finish while the HTTP client and database still work.
+        for extension in list(self.extensions):
+            with contextlib.suppress(commands.ExtensionError):
+                await self.unload_extension(extension)
+        await super().close()
+        for task in self._background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._background.clear()
+        await self._stack.aclose()
+        self._core = None
+        self._workers = None
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def point_at(api_base: str | None, gateway_url: str | None) -> None:
+    """Send discord.py's REST calls and gateway connection elsewhere (a proxy, or a local fake in tests)."""
+    if api_base:
+        discord.http.Route.BASE = api_base.rstrip("/")
+    if gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+
+
+def run_bot(settings: Settings, **options: Any) -> int:
+    """Start the bot and run until it is stopped; an exit code for `python -m bot`."""
+    if settings.discord_token is None:
+        raise ConfigError("DISCORD_TOKEN is not set: create a bot at https://discord.com/developers and copy its token")
+    token = settings.discord_token.get_secret_value()
+    point_at(settings.discord_api_base, settings.discord_gateway_url)
+    bot = EaselBot(settings, **options)
+
+    async def main() -> None:
+        async with bot:
+            await bot.start(token)
+
+    try:
+        asyncio.run(main())
+    except discord.LoginFailure:
+        raise ConfigError(
+            "DISCORD_TOKEN was refused by Discord: copy the bot's token again from the developer portal"
+        ) from None
+    except discord.PrivilegedIntentsRequired:
+        raise ConfigError("Discord refused an intent Easel asked for; this is a bug, please report it") from None
+    except KeyboardInterrupt:
+        return 0
+    return 0

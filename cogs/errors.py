@@ -1,0 +1,80 @@
+"""The one table from errors to what a member reads: one short, friendly sentence each.
+
+Core errors already carry a sentence written for people (`EaselError.message`); this table adds the
+Discord-side cases and the words around them. Anything unexpected gets a generic sentence with the job id
+while the traceback goes to the log, never to the user. Keys, tokens and raw provider text never appear.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+from discord import app_commands
+
+from bot.errors import (
+    AuthenticationFailed,
+    BadImage,
+    BudgetExceeded,
+    ContentRejected,
+    EaselError,
+    ModelUnavailable,
+    PermissionDenied,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    QuotaExhausted,
+    RateLimited,
+    RequestError,
+)
+from bot.log import redact
+
+log = logging.getLogger(__name__)
+
+
+def friendly(error: BaseException, *, job_id: int | None = None) -> str:
+    """One sentence (two at most) for `error`, safe to show in the channel."""
+    if isinstance(error, app_commands.CommandInvokeError):
+        error = error.original
+    match error:
+        case ContentRejected():
+            return f"🚫 {error.message}"
+        case BudgetExceeded():
+            return f"💸 {error.message}"
+        case RateLimited():
+            return "⏳ The image service is busy right now; your request will be retried shortly."
+        case BadImage():
+            return f"🖼️ {error.message}"
+        case ModelUnavailable():
+            return f"🧭 {error.message}"
+        case ProviderTimeout() if error.maybe_billed:
+            return "⌛ The image service took too long to answer; the request may have been billed, so check /usage."
+        case AuthenticationFailed() | PermissionDenied() | QuotaExhausted():
+            return f"🔧 {error.message} (A server admin needs to fix this.)"
+        case ProviderUnavailable() | ProviderError():
+            return f"🛠️ {error.message}"
+        case RequestError() | EaselError():
+            return redact(error.message)
+        case app_commands.CommandOnCooldown():
+            return f"🐢 Slow down a little: try again in {error.retry_after:.0f} s."
+        case app_commands.MissingPermissions():
+            return "🔒 You need the Manage Messages permission for that."
+        case app_commands.BotMissingPermissions():
+            missing = ", ".join(p.replace("_", " ").title() for p in error.missing_permissions)
+            return f"🔒 I need the {missing} permission in this channel; ask a server admin to grant it."
+        case app_commands.NoPrivateMessage():
+            return "🏠 That works in a server, not in direct messages."
+        case app_commands.CheckFailure():
+            return "🚧 That command is not available here."
+        case discord.Forbidden():
+            return "🔒 I lack a permission here (Send Messages, Attach Files or Embed Links); ask a server admin."
+    log.error("unexpected error (job %s)", job_id, exc_info=error)
+    where = f" (job {job_id})" if job_id is not None else ""
+    return f"😵 Something went wrong on my side{where}; nothing was charged. Please try again."
+
+
+def is_users_fault(error: BaseException) -> bool:
+    """True for errors the user can fix by changing the request (shown privately, never logged as bugs)."""
+    if isinstance(error, app_commands.CommandInvokeError):
+        error = error.original
+    return isinstance(error, RequestError | app_commands.CheckFailure)

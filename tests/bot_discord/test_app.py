@@ -1,0 +1,49 @@
+"""The bot process: services opened in setup_hook and closed in reverse, commands synced only when changed."""
+
+from __future__ import annotations
+
+import simcord
+
+from bot.app import COMMANDS_HASH_FILE, EaselBot, point_at
+from bot.config import Settings
+
+
+async def test_setup_opens_the_services(simcord_env: simcord.Env, simcord_bot: EaselBot, settings: Settings) -> None:
+    """After start-up the core, the ledger and the workers are there, and the command hash is stored."""
+    core = simcord_bot.core
+    assert core.studio.images.provider.name == "mock"
+    assert simcord_bot.workers.mode == "thread"
+    assert (settings.data_dir / COMMANDS_HASH_FILE).read_text().startswith("global:")
+    assert not core.http.is_closed
+
+
+async def test_close_releases_everything(settings: Settings) -> None:
+    """close() after setup leaves the HTTP client closed and the services gone."""
+    bot = EaselBot(settings, workers="thread", sync_commands=False)
+    async with simcord.run(bot):
+        http = bot.core.http
+    await bot.close()
+    assert http.is_closed
+    assert bot._core is None
+
+
+async def test_commands_sync_only_when_changed(settings: Settings) -> None:
+    """A second start with the same commands does not sync again; a changed definition does."""
+    first = EaselBot(settings, workers="thread")
+    async with simcord.run(first):
+        assert not await first.sync_commands()
+        assert await first.sync_commands(force=True)
+    await first.close()
+
+
+def test_point_at_moves_rest_and_gateway(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """DISCORD_API_BASE and DISCORD_GATEWAY_URL redirect discord.py."""
+    import discord
+
+    monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
+    monkeypatch.setattr(
+        discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+    )
+    point_at("http://127.0.0.1:9/api/v10/", "ws://127.0.0.1:9/")
+    assert discord.http.Route.BASE == "http://127.0.0.1:9/api/v10"
+    assert str(discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY) == "ws://127.0.0.1:9/"
