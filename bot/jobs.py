@@ -12,17 +12,29 @@ Callers get plain `JobOutcome`s and `EaselError`s; nothing here knows about Disc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import functools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from bot import pricing
 from bot.api.client import ImagesClient
-from bot.api.types import EditRequest, GeneratedImage, GenerateRequest, ImageResult, InputImage, VaryRequest
+from bot.api.types import (
+    Completed,
+    EditRequest,
+    GeneratedImage,
+    GenerateRequest,
+    ImageResult,
+    InputImage,
+    PartialImage,
+    StreamEvent,
+    VaryRequest,
+)
 from bot.catalogue import ModelSpec
-from bot.errors import EaselError
+from bot.errors import EaselError, StreamInterrupted
 from bot.imaging.edits import prepare_edit, prepare_outpaint, prepare_vary
 from bot.imaging.inputs import SquareMode
 from bot.imaging.masks import Region
@@ -30,6 +42,21 @@ from bot.imaging.outpaint import Direction
 from bot.store.ledger import BudgetStatus, JobDraft, JobKind, Ledger
 
 log = logging.getLogger(__name__)
+
+PartialHandler = Callable[[PartialImage], Awaitable[None]]
+PREVIEWS = 2
+"""Streamed previews asked for when a caller wants progress and did not say how many."""
+
+
+async def _collect(stream: AsyncGenerator[StreamEvent, None], on_partial: PartialHandler) -> ImageResult:
+    """Pass a stream's previews to `on_partial` and return its result."""
+    async with contextlib.aclosing(stream):
+        async for event in stream:
+            if isinstance(event, Completed):
+                return event.result
+            await on_partial(event)
+    raise StreamInterrupted("The image stream ended before the image was finished; try again.")
+
 
 _T = TypeVar("_T")
 
@@ -117,7 +144,7 @@ class Studio:
 
     # -- plans: check and price, no side effects --------------------------------------------------
 
-    def plan_generate(self, req: GenerateRequest) -> Plan:
+    def plan_generate(self, req: GenerateRequest, *, on_partial: PartialHandler | None = None) -> Plan:
         spec, checked = self.images.check_generate(req)
         size, quality = checked.size or spec.default_size, checked.quality or spec.default_quality
         return Plan(
@@ -128,7 +155,11 @@ class Studio:
             n=checked.n,
             prompt=checked.prompt,
             estimate=self._price(spec, size=size, quality=quality, n=checked.n, prompt=checked.prompt),
-            call=lambda: self.images.generate(req),
+            call=(
+                (lambda: _collect(self.images.generate_stream(req), on_partial))
+                if on_partial is not None and spec.streaming
+                else (lambda: self.images.generate(req))
+            ),
         )
 
     def plan_edit(self, req: EditRequest, *, kind: JobKind = "edit") -> Plan:
@@ -278,11 +309,20 @@ class Studio:
         )
 
     async def generate(
-        self, req: GenerateRequest, who: Requester, *, parent: tuple[int, int] | None = None
+        self,
+        req: GenerateRequest,
+        who: Requester,
+        *,
+        parent: tuple[int, int] | None = None,
+        on_partial: PartialHandler | None = None,
     ) -> JobOutcome:
+        """Images from a prompt; `on_partial` receives streamed previews when the model streams."""
         req = dataclasses.replace(req, user=who.user_id)
+        if on_partial is not None and req.partial_images is None:
+            req = dataclasses.replace(req, partial_images=PREVIEWS)
         fallback = self._fallback("generate", who, req.model, req.prompt, req.n)
-        return await self.run(lambda: self.plan_generate(req), who, fallback=fallback, parent=parent)
+        plan = functools.partial(self.plan_generate, req, on_partial=on_partial)
+        return await self.run(plan, who, fallback=fallback, parent=parent)
 
     async def _prepared(self, fallback: JobDraft, work: Callable[[], _T]) -> _T:
         """Run input preparation in a thread; a refusal is recorded as a rejected job and re-raised."""

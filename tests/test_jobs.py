@@ -18,7 +18,7 @@ from bot.api.client import ImagesClient
 from bot.api.http import RetryPolicy
 from bot.api.mock import MockProvider
 from bot.api.openai import OpenAIProvider
-from bot.api.types import EditRequest, GenerateRequest, InputImage, VaryRequest
+from bot.api.types import EditRequest, GenerateRequest, InputImage, PartialImage, VaryRequest
 from bot.catalogue import Catalogue
 from bot.errors import BadImage, BudgetExceeded, ContentRejected, InvalidOption, ProviderTimeout
 from bot.imaging.masks import parse_region
@@ -256,3 +256,17 @@ class OpenAIStub(MockProvider):
     """A provider that bills (so estimates are not zero) but draws locally."""
 
     name = "stub"
+
+
+async def test_generate_streams_previews_to_the_caller(db: Database, catalogue: Catalogue) -> None:
+    """With on_partial, a streaming model's previews reach the caller before the settled result."""
+    studio = Studio(ImagesClient(MockProvider(), catalogue, default_model="gpt-image-2"), Ledger(db))
+    seen: list[PartialImage] = []
+
+    async def show(partial: PartialImage) -> None:
+        seen.append(partial)
+
+    outcome = await studio.generate(GenerateRequest(prompt="a fox", n=2), ALICE, on_partial=show)
+    assert [(p.index, p.sequence) for p in seen] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert len(outcome.result.images) == 2
+    assert (await job(db, outcome.job_id))["status"] == "succeeded"
