@@ -66,7 +66,7 @@ class Database:
         self._conn = conn
         self.path = path
         self._lock = asyncio.Lock()
-        self._pending: asyncio.Queue[_Write | None] = asyncio.Queue()
+        self._pending: list[_Write] = []
         self._writer: asyncio.Task[None] | None = None
         self.batch_on_thread = True
         """Run each group-commit batch as one call on the connection's thread (False: statement by statement)."""
@@ -103,7 +103,6 @@ class Database:
     async def close(self) -> None:
         """Finish the writes already asked for, then close the connection."""
         if self._writer is not None:
-            await self._pending.put(None)
             await self._writer
             self._writer = None
         async with self._lock:
@@ -188,28 +187,19 @@ class Database:
         (a constraint, a trigger's RAISE(ABORT)) is undone alone and raises here, the others commit. The
         call returns only once its statement is committed.
         """
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write_loop(), name=f"easel-db-writer:{self.path}")
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        await self._pending.put(_Write(sql, params, done))
+        self._pending.append(_Write(sql, params, done))
+        # The writer runs only while there is work, so an idle bot has no task waiting forever.
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain(), name=f"easel-db-writer:{self.path}")
         return await done
 
-    async def _write_loop(self) -> None:
-        while True:
-            first = await self._pending.get()
-            if first is None:
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < WRITE_BATCH and not self._pending.empty():
-                item = self._pending.get_nowait()
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
+    async def _drain(self) -> None:
+        """Commit batches until nothing is pending; between the last check and the end nothing can slip in."""
+        while self._pending:
+            batch = self._pending[:WRITE_BATCH]
+            del self._pending[:WRITE_BATCH]
             await self._run_batch(batch)
-            if stop:
-                return
 
     async def _run_batch(self, batch: list[_Write]) -> None:
         statements = [(item.sql, item.params) for item in batch]
@@ -285,7 +275,7 @@ def _apply_batch(conn: sqlite3.Connection, statements: list[tuple[str, Params]])
         for sql, params in statements:
             try:
                 cursor = conn.execute(sql, params)
-                outcomes.append(int(cursor.lastrowid or 0) if _is_insert(sql) else int(cursor.rowcount))
+                outcomes.append(_outcome(sql, cursor))
             except Exception as exc:  # handed back to the statement's caller
                 outcomes.append(exc)
                 if not conn.in_transaction:
@@ -299,8 +289,12 @@ def _apply_batch(conn: sqlite3.Connection, statements: list[tuple[str, Params]])
     return outcomes
 
 
-def _is_insert(sql: str) -> bool:
-    return sql.lstrip()[:6].upper() == "INSERT"
+def _outcome(sql: str, cursor: sqlite3.Cursor | aiosqlite.Cursor) -> int:
+    """The new row's id for an INSERT that inserted (0 when it did nothing), else the rows changed."""
+    if sql.lstrip()[:6].upper() == "INSERT":
+        # lastrowid keeps an earlier insert's id when ON CONFLICT DO NOTHING inserted nothing.
+        return int(cursor.lastrowid or 0) if cursor.rowcount > 0 else 0
+    return int(cursor.rowcount)
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,7 +312,7 @@ class Transaction:
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         cursor = await self._conn.execute(sql, params)
-        return int(cursor.lastrowid or 0) if _is_insert(sql) else int(cursor.rowcount)
+        return _outcome(sql, cursor)
 
     async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
         cursor = await self._conn.execute(sql, params)
