@@ -3,6 +3,7 @@
     python bench/reports.py                 # fill a fresh database in a temporary folder, time every report
     python bench/reports.py --keep DB       # fill DB (or reuse it when it already holds the rows) and keep it
     python bench/reports.py --rows 200000   # a smaller ledger
+    python bench/reports.py --upgrade       # fill at schema 1 (no spend_daily), then time the upgrade's backfill
 
 The rows are written through the real schema with its triggers active: jobs are inserted by
 `INSERT INTO jobs ... SELECT ... FROM` a recursive CTE (the `jobs_reserve` trigger writes each reserve row
@@ -14,7 +15,9 @@ The data is deterministic: a year of jobs ending on NOW, 2,000 users with a skew
 
 Each report runs through `bot.store.reports.Reports` (aiosqlite, as the bot runs it); the table shows the
 median of 5 runs after one warm-up, for this month (the CLI's default period) and for all time, and the
-charts drawn from this month's and all time's rows. Progress goes to stderr, the table to stdout.
+charts drawn from this month's and all time's rows. Before the table, a check that the `spend_daily`
+rollup (migration 0002, which the reports without a user filter read) equals the ledger's own sums.
+Progress goes to stderr, the table to stdout.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.charts import spend_per_day_png, top_users_png
-from bot.store.db import Database
+from bot.store.db import Database, shipped_migrations
 from bot.store.ledger import Ledger
 from bot.store.reports import Reports, to_csv
 
@@ -90,9 +93,12 @@ WHERE id BETWEEN :first AND :last AND (id * 2654435761) % 4294967296 % 100 BETWE
 ROWS_PER_JOB = 2.78
 
 
-def fill(path: Path, rows: int) -> tuple[int, float]:
-    """Write about `rows` ledger rows (exactly, with a last top-up of reserved jobs); rows and seconds taken."""
-    asyncio.run(_create(path))
+def fill(path: Path, rows: int, *, schema: int | None = None) -> tuple[int, float]:
+    """Write about `rows` ledger rows (exactly, with a last top-up of reserved jobs); rows and seconds taken.
+
+    `schema` stops the migrations at that version (the database is filled as an older Easel would).
+    """
+    asyncio.run(_create(path, schema))
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
@@ -142,14 +148,53 @@ def fill(path: Path, rows: int) -> tuple[int, float]:
     return int(total), took
 
 
-async def _create(path: Path) -> None:
+async def _create(path: Path, schema: int | None = None) -> None:
     """The real schema, and budgets so that every reservation moves counters as it would in use."""
-    async with await Database.open(path) as db:
+    async with await Database.open(path, migrations=shipped_migrations()[:schema]) as db:
         ledger = Ledger(db, clock=lambda: NOW)
         await ledger.set_budget("global", "month", HUGE)
         await ledger.set_budget("user", "day", HUGE)
         for g in range(GUILDS):
             await ledger.set_budget("guild", "month", HUGE, guild_id=str(800000000000000000 + g))
+
+
+async def _upgrade(path: Path) -> float:
+    """Open the database with every migration, as a newer Easel would; seconds taken."""
+    started = time.perf_counter()
+    async with await Database.open(path):
+        return time.perf_counter() - started
+
+
+# The rollup's rows that differ from the ledger's sums per (day, guild_id, model), both ways.
+_ROLLUP_MISMATCHES = """
+WITH summed AS (
+    SELECT day, guild_id, model,
+           SUM(CASE kind WHEN 'reserve' THEN amount ELSE 0 END) AS reserved,
+           SUM(CASE kind WHEN 'charge' THEN amount ELSE 0 END) AS charged,
+           SUM(CASE kind WHEN 'refund' THEN amount ELSE 0 END) AS refunded,
+           SUM(CASE WHEN kind = 'charge' AND note LIKE 'unknown:%' THEN amount ELSE 0 END) AS unknown,
+           SUM(kind = 'reserve') AS reserves, SUM(kind = 'charge') AS charges, SUM(kind = 'refund') AS refunds,
+           SUM(CASE WHEN kind = 'charge' AND note LIKE 'unknown:%' THEN 1 ELSE 0 END) AS unknowns
+    FROM ledger GROUP BY day, guild_id, model
+), stored AS (
+    SELECT day, guild_id, model, reserved, charged, refunded, unknown, reserves, charges, refunds, unknowns
+    FROM spend_daily
+)
+SELECT (SELECT count(*) FROM (SELECT * FROM summed EXCEPT SELECT * FROM stored))
+     + (SELECT count(*) FROM (SELECT * FROM stored EXCEPT SELECT * FROM summed)),
+       (SELECT count(*) FROM spend_daily)
+"""
+
+
+def check_rollup(path: Path) -> str:
+    """Whether spend_daily equals the ledger's sums, and its size."""
+    conn = sqlite3.connect(path)
+    try:
+        mismatches, size = conn.execute(_ROLLUP_MISMATCHES).fetchone()
+    finally:
+        conn.close()
+    verdict = "equals the ledger's sums" if mismatches == 0 else f"{mismatches} rows DIFFER from the ledger"
+    return f"spend_daily: {size:,} rows, {verdict}"
 
 
 async def _time(call: Callable[[], Awaitable[object]], runs: int = 5) -> float:
@@ -211,6 +256,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--keep", type=Path, help="database file to fill (or reuse) and keep")
+    parser.add_argument(
+        "--upgrade", action="store_true", help="fill at schema 1, then time the upgrade to the newest schema"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = args.keep or Path(tmp) / "easel.db"
@@ -219,13 +267,17 @@ def main() -> None:
             print(f"reusing {path}: {total:,} ledger rows", file=sys.stderr)
             fill_note = "reused"
         else:
-            total, took = fill(path, args.rows)
-            fill_note = f"{took:.1f} s"
+            total, took = fill(path, args.rows, schema=1 if args.upgrade else None)
+            fill_note = f"{took:.1f} s" + (" at schema 1" if args.upgrade else "")
+            if args.upgrade:
+                upgraded = asyncio.run(_upgrade(path))
+                fill_note += f"; upgrade to schema {len(shipped_migrations())} (spend_daily backfill): {upgraded:.1f} s"
         results = asyncio.run(measure(path))
+        rollup = check_rollup(path)
         size = path.stat().st_size / 1_048_576
     print(
         f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, {platform.machine()}; "
-        f"{total:,} ledger rows ({size:.0f} MiB); filling: {fill_note}\n"
+        f"{total:,} ledger rows ({size:.0f} MiB); filling: {fill_note}; {rollup}\n"
     )
     print("| report | period | median | target |")
     print("|---|---|---:|---|")

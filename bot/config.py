@@ -64,6 +64,14 @@ class Settings(BaseSettings):
     """An admin's TOML file adding models or overriding fields of shipped ones."""
     max_images: int = Field(default=4, ge=1, le=10, validation_alias="EASEL_MAX_IMAGES")
     """The most images one request may ask for."""
+    max_running: int = Field(default=4, ge=1, le=100, validation_alias="EASEL_MAX_RUNNING")
+    """The most requests sent to the image service at once (keep it within the provider's rate limit)."""
+    max_per_user: int = Field(default=2, ge=1, le=100, validation_alias="EASEL_MAX_PER_USER")
+    """The most requests of one member running at once."""
+    max_per_guild: int = Field(default=3, ge=1, le=100, validation_alias="EASEL_MAX_PER_GUILD")
+    """The most requests of one server running at once."""
+    max_queued_per_user: int = Field(default=5, ge=1, le=1000, validation_alias="EASEL_MAX_QUEUED_PER_USER")
+    """The most requests of one member waiting in line; another is refused at once, free."""
     timeout: float = Field(default=300.0, gt=0, validation_alias="EASEL_TIMEOUT")
     """Seconds to wait for the image service to answer one request."""
     max_retries: int = Field(default=2, ge=0, le=10, validation_alias="EASEL_MAX_RETRIES")

@@ -12,7 +12,9 @@ provider text beyond what helps them) and structured fields for code that wants 
     │   ├── BudgetExceeded          a spending budget has no room; .remaining, .limit, .resets_at
     │   ├── BadRequest              the provider refused the parameters (HTTP 400 and friends)
     │   ├── ContentRejected         the provider's safety system refused; .categories, .stage (input/output)
-    │   └── ImageGone               a stored result image is gone from disk and from Discord
+    │   ├── ImageGone               a stored result image is gone from disk and from Discord
+    │   ├── QueueFull               the user already has as many requests waiting as allowed; nothing charged
+    │   └── JobCancelled            a waiting job was cancelled (❌ or Cancel) or cannot resume; nothing charged
     └── ProviderError               the provider could not do it right now: not the user's fault (CLI exit 1)
         ├── AuthenticationFailed    401: the API key is missing, wrong or revoked
         ├── PermissionDenied        403: e.g. the organisation must be verified for this model
@@ -155,6 +157,20 @@ class ImageGone(RequestError):
         message: str = "That image is no longer stored and its Discord attachment is gone; generate it again.",
     ) -> None:
         super().__init__(message, code="image_gone")
+
+
+class QueueFull(RequestError):
+    """The user already has as many requests waiting as allowed; refused before anything is reserved."""
+
+    def __init__(self, message: str = "You have too many requests waiting; ask again once one has started.") -> None:
+        super().__init__(message, code="queue_full")
+
+
+class JobCancelled(RequestError):
+    """A job was cancelled before its request went out (or could not be resumed); its money is returned."""
+
+    def __init__(self, message: str = "Cancelled; nothing was charged.") -> None:
+        super().__init__(message, code="cancelled")
 
 
 class ProviderError(EaselError):

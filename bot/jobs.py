@@ -2,6 +2,8 @@
 
     check the request  → refused: a 'rejected' job with the reason, nothing charged
     estimate its price → reserve it against every budget (refused: 'rejected', nothing charged)
+    wait for its turn  → in the JobQueue, when there is one (cancelled while waiting: refunded, 'cancelled';
+                         a 429 puts it back in line to try again later, still reserved)
     mark it running    → call the provider
     settle the actual cost and keep the images   | or refund (or keep an 'unknown' charge when the
                                                  |    provider may have billed) and re-raise
@@ -34,16 +36,18 @@ from bot.api.types import (
     VaryRequest,
 )
 from bot.catalogue import ModelSpec
-from bot.errors import EaselError, StreamInterrupted
+from bot.errors import EaselError, JobCancelled, QueueFull, RateLimited, StreamInterrupted
 from bot.imaging.edits import prepare_edit, prepare_outpaint, prepare_vary
 from bot.imaging.inputs import SquareMode
 from bot.imaging.masks import Region
 from bot.imaging.outpaint import Direction
+from bot.queue import JobQueue, PositionHandler, QueuedJob, QueueUpdate, queued_jobs, requeue
 from bot.store.ledger import BudgetStatus, JobDraft, JobKind, Ledger
 
 log = logging.getLogger(__name__)
 
 PartialHandler = Callable[[PartialImage], Awaitable[None]]
+QueueHandler = Callable[[QueueUpdate], Awaitable[None]]
 PREVIEWS = 2
 """Streamed previews asked for when a caller wants progress and did not say how many."""
 
@@ -58,7 +62,41 @@ async def _collect(stream: AsyncGenerator[StreamEvent, None], on_partial: Partia
     raise StreamInterrupted("The image stream ended before the image was finished; try again.")
 
 
+async def _report(on_queue: QueueHandler | None, update: QueueUpdate) -> None:
+    if on_queue is not None:
+        await on_queue(update)
+
+
+def _reporter(on_queue: QueueHandler | None, job_id: int, note: str) -> PositionHandler | None:
+    """The queue's position callback for a Studio caller: the job id added, and `note` while it waits."""
+    if on_queue is None:
+        return None
+    handler = on_queue
+
+    async def report(position: int) -> None:
+        await handler(QueueUpdate(job_id, position, note if position else ""))
+
+    return report
+
+
+def _seconds(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(round(seconds), 1)} s"
+    return f"{round(seconds / 60)} min"
+
+
 _T = TypeVar("_T")
+
+NOT_RESUMABLE = "Easel restarted before this job could start and did not keep its input images; nothing was charged."
+
+
+@dataclass(slots=True)
+class _Attempt:
+    sent: bool = False
+    """The provider may have the request now."""
+    lost: bool = False
+    """The ledger no longer held the job as queued: someone else resolved it, so it is not ours to refund."""
+
 
 OUTPAINT_PROMPT = (
     "Extend the scene into the empty area so it continues the picture seamlessly: same style, lighting, "
@@ -125,12 +163,15 @@ class Studio:
         *,
         store: ResultStore | None = None,
         credit_usd: float = 0.0,
+        queue: JobQueue | None = None,
     ) -> None:
         self.images = images
         self.ledger = ledger
         self.store = store
+        self.queue = queue
         self._credit_usd = credit_usd
         self._background: set[asyncio.Future[bool]] = set()
+        self._active: set[int] = set()
 
     @property
     def billable(self) -> bool:
@@ -228,15 +269,26 @@ class Studio:
         *,
         fallback: JobDraft,
         parent: tuple[int, int] | None = None,
+        on_queue: QueueHandler | None = None,
     ) -> JobOutcome:
-        """Check, reserve, call, then settle or refund; the outcome or the EaselError that stopped it."""
+        """Check, reserve, wait for a slot, call, then settle or refund; the outcome or the EaselError that stopped it.
+
+        `on_queue` hears the job's place in line (and why it waits, after a 429) while it waits.
+        """
         try:
             plan = make_plan()
         except EaselError as error:
             await self._rejected(dataclasses.replace(fallback, parent_job=parent[0] if parent else None), error)
             raise
         draft = self._draft(plan, who, parent)
+        if self.queue is not None:
+            try:
+                self.queue.admit(who.user_id)
+            except QueueFull as error:
+                await self._rejected(draft, error)
+                raise
         reserving = asyncio.ensure_future(self.ledger.reserve(draft, plan.estimate))
+        job_id: int | None = None
         try:
             job_id = await asyncio.shield(reserving)
         except EaselError as error:
@@ -246,25 +298,40 @@ class Studio:
             # The reservation may still commit after we stop waiting: give it back as soon as it does.
             reserving.add_done_callback(self._refund_abandoned)
             raise
-        sent = False
+        finally:
+            if job_id is None and self.queue is not None:
+                self.queue.withdraw(who.user_id)
+        return await self._execute(job_id, plan, who, on_queue=on_queue, admitted=True)
+
+    async def _execute(
+        self, job_id: int, plan: Plan, who: Requester, *, on_queue: QueueHandler | None, admitted: bool = False
+    ) -> JobOutcome:
+        """A reserved job to its end: its turn, the call, then settle, or refund (or keep an unknown charge)."""
+        attempt = _Attempt()
+        self._active.add(job_id)
         try:
-            await self.ledger.start(job_id)
-            sent = True
-            result = await plan.call()
+            result = await self._call(job_id, plan, who, attempt, on_queue=on_queue, admitted=admitted)
+        except JobCancelled as error:
+            if not attempt.lost:
+                await self.ledger.refund(job_id, code="cancelled", message=error.message, status="cancelled")
+            raise
         except EaselError as error:
-            await self.ledger.fail(job_id, error, sent=sent)
+            await self.ledger.fail(job_id, error, sent=attempt.sent)
             raise
         except asyncio.CancelledError:
             # Stopped while the provider had the request: like a crash at that moment, it may have billed.
-            if sent:
+            if attempt.sent:
                 await self.ledger.keep_unknown(job_id, code="cancelled", message="Stopped while the images were made.")
-            else:
+            elif not attempt.lost:
                 await self.ledger.refund(job_id, code="cancelled", status="cancelled")
             raise
         except Exception:
             # A bug on our side, not an answer from the provider: give the money back, keep the trace.
-            await self.ledger.refund(job_id, code="internal", message="Easel failed before the images arrived.")
+            if not attempt.lost:
+                await self.ledger.refund(job_id, code="internal", message="Easel failed before the images arrived.")
             raise
+        finally:
+            self._active.discard(job_id)
         cost = self._cost(plan, result)
         await self.ledger.settle(
             job_id, cost, revised_prompt=result.revised_prompt, request_id=result.request_id, credits=result.credits
@@ -276,6 +343,105 @@ class Studio:
                 # The images were paid for: deliver them even if the local copy could not be kept (disk, database).
                 log.exception("job %d: could not store its images", job_id)
         return JobOutcome(job_id=job_id, result=result, estimate=plan.estimate, cost=cost)
+
+    async def _call(
+        self,
+        job_id: int,
+        plan: Plan,
+        who: Requester,
+        attempt: _Attempt,
+        *,
+        on_queue: QueueHandler | None,
+        admitted: bool,
+    ) -> ImageResult:
+        """Mark the job running and call the provider: at once without a queue, else in its turn.
+
+        With a queue, a 429 gives the slot back and puts the job at the front of its user's line, queued
+        again (nothing was billed), until the queue's rate-limit policy says to give up.
+        """
+        queue = self.queue
+        if queue is None:
+            await _report(on_queue, QueueUpdate(job_id, 0))
+            await self._start(job_id, attempt)
+            return await plan.call()
+        tries, delay, note = 1, 0.0, ""
+        since: float | None = None
+        while True:
+            async with queue.slot(
+                job_id,
+                who.user_id,
+                who.guild_id,
+                on_position=_reporter(on_queue, job_id, note),
+                front=tries > 1,
+                delay=delay,
+                admitted=admitted and tries == 1,
+            ):
+                await self._start(job_id, attempt)
+                try:
+                    return await plan.call()
+                except RateLimited as error:
+                    since = queue.clock() if since is None else since
+                    wait = queue.rate_limit_delay(error, tries=tries, since=since)
+                    if wait is None:
+                        raise
+                    # Turned away unserved: nothing was billed, so the job waits again with its money reserved.
+                    await requeue(self.ledger.db, job_id)
+                    attempt.sent = False
+            tries, delay = tries + 1, wait
+            note = (
+                f"The image service is busy; your request stays in line and tries again in {_seconds(wait)} "
+                f"(try {tries} of {queue.rate_limit_tries})."
+            )
+            log.info("job %d: rate limited, retrying in %.1f s (try %d)", job_id, wait, tries)
+
+    async def _start(self, job_id: int, attempt: _Attempt) -> None:
+        if not await self.ledger.start(job_id):
+            attempt.lost = True
+            raise JobCancelled("This job is no longer waiting to run; it was cancelled or has already finished.")
+        attempt.sent = True
+
+    # -- the queue --------------------------------------------------------------------------------------
+
+    def cancel(self, job_id: int) -> bool:
+        """Cancel a job still waiting for its turn (it ends 'cancelled', fully refunded); False once it runs."""
+        return self.queue.cancel(job_id) if self.queue is not None else False
+
+    async def queued(self) -> list[QueuedJob]:
+        """Jobs a restart left queued with their money reserved, oldest first, for `resume()`."""
+        return await queued_jobs(self.ledger.db)
+
+    async def resume(
+        self,
+        job: QueuedJob,
+        *,
+        on_partial: PartialHandler | None = None,
+        on_queue: QueueHandler | None = None,
+    ) -> JobOutcome:
+        """Run a job reserved before a restart, under its original reservation (never charged twice).
+
+        Generate jobs are rebuilt from their record (prompt, model, size, quality, n; other options were not
+        kept). Edits, outpaints and variations need input images that were never stored: they are refunded
+        ('cancelled') and raise JobCancelled saying so.
+        """
+        if job.job_id in self._active:
+            raise ValueError(f"job {job.job_id} is already running in this process")
+        if job.kind != "generate":
+            await self.ledger.refund(job.job_id, code="interrupted", message=NOT_RESUMABLE, status="cancelled")
+            raise JobCancelled(NOT_RESUMABLE)
+        req = GenerateRequest(
+            prompt=job.prompt, model=job.model, n=job.n, size=job.size, quality=job.quality, user=job.user_id
+        )
+        if on_partial is not None:
+            req = dataclasses.replace(req, partial_images=PREVIEWS)
+        try:
+            plan = self.plan_generate(req, on_partial=on_partial)
+        except EaselError as error:
+            # The model or option is gone since (catalogue change): refund, the request never went out.
+            await self.ledger.fail(job.job_id, error, sent=False)
+            raise
+        who = Requester(user_id=job.user_id, guild_id=job.guild_id, channel_id=job.channel_id, roles=job.roles)
+        # The reservation made before the restart is what settles; prices may have changed since.
+        return await self._execute(job.job_id, dataclasses.replace(plan, estimate=job.estimate), who, on_queue=on_queue)
 
     def _refund_abandoned(self, reserving: asyncio.Future[int]) -> None:
         if reserving.cancelled() or reserving.exception() is not None:
@@ -315,6 +481,7 @@ class Studio:
         *,
         parent: tuple[int, int] | None = None,
         on_partial: PartialHandler | None = None,
+        on_queue: QueueHandler | None = None,
     ) -> JobOutcome:
         """Images from a prompt; `on_partial` receives streamed previews when the model streams."""
         req = dataclasses.replace(req, user=who.user_id)
@@ -322,7 +489,7 @@ class Studio:
             req = dataclasses.replace(req, partial_images=PREVIEWS)
         fallback = self._fallback("generate", who, req.model, req.prompt, req.n)
         plan = functools.partial(self.plan_generate, req, on_partial=on_partial)
-        return await self.run(plan, who, fallback=fallback, parent=parent)
+        return await self.run(plan, who, fallback=fallback, parent=parent, on_queue=on_queue)
 
     async def _prepared(self, fallback: JobDraft, work: Callable[[], _T]) -> _T:
         """Run input preparation in a thread; a refusal is recorded as a rejected job and re-raised."""
@@ -340,6 +507,7 @@ class Studio:
         region: Region | None = None,
         square: SquareMode = "pad",
         parent: tuple[int, int] | None = None,
+        on_queue: QueueHandler | None = None,
     ) -> JobOutcome:
         """Edit the uploaded image(s): prepared for the model, masked by `region`, the mask upload or transparency."""
         req = dataclasses.replace(req, user=who.user_id)
@@ -351,7 +519,7 @@ class Studio:
             fallback, lambda: prepare_edit(uploads, spec, mask=mask, region=region, square=square)
         )
         req = dataclasses.replace(req, images=ready.images, mask=ready.mask)
-        outcome = await self.run(lambda: self.plan_edit(req), who, fallback=fallback, parent=parent)
+        outcome = await self.run(lambda: self.plan_edit(req), who, fallback=fallback, parent=parent, on_queue=on_queue)
         return dataclasses.replace(outcome, notes=ready.notes)
 
     async def outpaint(
@@ -364,6 +532,7 @@ class Studio:
         direction: Direction | None = None,
         model: str | None = None,
         parent: tuple[int, int] | None = None,
+        on_queue: QueueHandler | None = None,
     ) -> JobOutcome:
         """Zoom out by `factor` or pan in `direction`, painting the new area."""
         instruction = prompt or OUTPAINT_PROMPT
@@ -375,10 +544,19 @@ class Studio:
         req = EditRequest(
             prompt=instruction, images=ready.images, mask=ready.mask, model=spec.name, size=ready.size, user=who.user_id
         )
-        outcome = await self.run(lambda: self.plan_edit(req, kind="outpaint"), who, fallback=fallback, parent=parent)
+        outcome = await self.run(
+            lambda: self.plan_edit(req, kind="outpaint"), who, fallback=fallback, parent=parent, on_queue=on_queue
+        )
         return dataclasses.replace(outcome, notes=ready.notes)
 
-    async def vary(self, req: VaryRequest, who: Requester, *, parent: tuple[int, int] | None = None) -> JobOutcome:
+    async def vary(
+        self,
+        req: VaryRequest,
+        who: Requester,
+        *,
+        parent: tuple[int, int] | None = None,
+        on_queue: QueueHandler | None = None,
+    ) -> JobOutcome:
         """Variations of the uploaded image, through the variations endpoint or edit."""
         req = dataclasses.replace(req, user=who.user_id)
         fallback = self._fallback("vary", who, req.model, req.prompt or "", req.n)
@@ -390,7 +568,7 @@ class Studio:
         upload = req.image.data
         image, notes = await self._prepared(fallback, lambda: prepare_vary(upload, spec))
         req = dataclasses.replace(req, image=image, model=spec.name)
-        outcome = await self.run(lambda: self.plan_vary(req), who, fallback=fallback, parent=parent)
+        outcome = await self.run(lambda: self.plan_vary(req), who, fallback=fallback, parent=parent, on_queue=on_queue)
         return dataclasses.replace(outcome, notes=notes)
 
     async def _model(self, name: str | None, fallback: JobDraft) -> ModelSpec:

@@ -3,7 +3,8 @@
 `open_core()` is the one place that creates the process's `httpx.AsyncClient`, the image provider and
 the database connection, and closes them in reverse order. The CLI uses it directly; the Discord bot
 opens it in `setup_hook` (with `recover=True`: only the long-running bot resolves jobs a crash left
-behind, so a CLI run beside it never touches the bot's jobs in flight).
+behind, so a CLI run beside it never touches the bot's jobs in flight; with `resume_queued=True` as well,
+jobs still queued stay reserved for `Studio.resume()` instead of being refunded).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from bot.config import Settings
 from bot.errors import ConfigError
 from bot.jobs import Studio
 from bot.log import register_secrets
+from bot.queue import JobQueue
 from bot.store.db import Database
 from bot.store.images import ImageStore
 from bot.store.ledger import Ledger, Recovery
@@ -47,6 +49,7 @@ class Core:
     ledger: Ledger
     studio: Studio
     image_store: ImageStore
+    queue: JobQueue
     recovery: Recovery | None = None
 
 
@@ -121,6 +124,7 @@ async def open_core(
     http: httpx.AsyncClient | None = None,
     sleep: Sleep | None = None,
     recover: bool = False,
+    resume_queued: bool = False,
 ) -> AsyncIterator[Core]:
     """Open the core for `settings`; closes what it opened (a passed-in `http` stays the caller's)."""
     register_secrets(settings.secrets())
@@ -144,11 +148,17 @@ async def open_core(
         db = await Database.open(settings.data_dir / DATABASE_FILE)
         stack.push_async_callback(db.close)
         ledger = Ledger(db)
-        recovery = await ledger.recover() if recover else None
+        recovery = await ledger.recover(resume_queued=resume_queued) if recover else None
         image_store = ImageStore(
             db, settings.data_dir / IMAGES_FOLDER, http=http, max_fetch_bytes=settings.max_download_mb * 1024 * 1024
         )
-        studio = Studio(images, ledger, store=image_store, credit_usd=settings.thread_credit_usd)
+        queue = JobQueue(
+            max_running=settings.max_running,
+            per_user=settings.max_per_user,
+            per_guild=settings.max_per_guild,
+            max_waiting_per_user=settings.max_queued_per_user,
+        )
+        studio = Studio(images, ledger, store=image_store, credit_usd=settings.thread_credit_usd, queue=queue)
         yield Core(
             settings=settings,
             catalogue=catalogue,
@@ -159,5 +169,6 @@ async def open_core(
             ledger=ledger,
             studio=studio,
             image_store=image_store,
+            queue=queue,
             recovery=recovery,
         )

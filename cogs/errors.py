@@ -70,7 +70,7 @@ def friendly(error: BaseException, *, job_id: int | None = None) -> str:
             return "🔒 I lack a permission here (Send Messages, Attach Files or Embed Links); ask a server admin."
     log.error("unexpected error (job %s)", job_id, exc_info=error)
     where = f" (job {job_id})" if job_id is not None else ""
-    return f"😵 Something went wrong on my side{where}; nothing was charged. Please try again."
+    return f"😵 Something went wrong on my side{where}; please try again. Failed jobs are not charged."
 
 
 def is_users_fault(error: BaseException) -> bool:

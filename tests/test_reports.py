@@ -1,20 +1,23 @@
 """Spending reports on a real SQLite file, with data written through the Ledger: exact sums per user,
 server, model and day, UTC period boundaries, refunds, outstanding reservations, unknown charges, CSV,
-and query plans that use the ledger's covering indexes."""
+the spend_daily rollup (kept equal to the ledger, filled on upgrade), and query plans that use the rollup's
+key and the ledger's covering indexes."""
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
 import io
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncIterator, Awaitable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot.store.db import Database
+from bot.errors import BudgetExceeded
+from bot.store.db import Database, shipped_migrations
 from bot.store.ledger import JobDraft, Ledger
 from bot.store.reports import (
     CSV_COLUMNS,
@@ -25,6 +28,7 @@ from bot.store.reports import (
     Reports,
     Spend,
     UserSpend,
+    _Where,
     to_csv,
     usd_exact,
 )
@@ -121,6 +125,41 @@ async def world(ledger: Ledger, clock: Clock) -> dict[str, int]:
 
 def nets(rows: list[Any], key: str) -> dict[str, int]:
     return {getattr(row, key): row.spend.net for row in rows}
+
+
+async def rollup_matches_ledger(db: Database) -> dict[tuple[str, str, str], tuple[int, ...]]:
+    """spend_daily holds exactly the ledger's sums and counts by kind per (day, guild_id, model); those sums."""
+    rows = await db.fetchall(
+        "SELECT day, guild_id, model, "
+        "SUM(CASE kind WHEN 'reserve' THEN amount ELSE 0 END), "
+        "SUM(CASE kind WHEN 'charge' THEN amount ELSE 0 END), "
+        "SUM(CASE kind WHEN 'refund' THEN amount ELSE 0 END), "
+        "SUM(CASE WHEN kind = 'charge' AND note LIKE 'unknown:%' THEN amount ELSE 0 END), "
+        "SUM(kind = 'reserve'), SUM(kind = 'charge'), SUM(kind = 'refund'), "
+        "SUM(kind = 'charge' AND note IS NOT NULL AND note LIKE 'unknown:%') "
+        "FROM ledger GROUP BY day, guild_id, model"
+    )
+    expected = {(r[0], r[1], r[2]): tuple(r[3:]) for r in rows}
+    stored = {
+        (r[0], r[1], r[2]): tuple(r[3:])
+        for r in await db.fetchall(
+            "SELECT day, guild_id, model, reserved, charged, refunded, unknown, "
+            "reserves, charges, refunds, unknowns FROM spend_daily"
+        )
+    }
+    assert stored == expected
+    return stored
+
+
+async def reports_match_ledger(reports: Reports) -> None:
+    """Every report the rollup answers equals the same report summed from the ledger rows."""
+    periods = [(None, None), (NOV, DEC), (dt.date(2026, 10, 31), NOV), (dt.date(2026, 11, 24), None), (DEC, None)]
+    for since, until in periods:
+        for guild in (None, "", "g1", "g2", "nowhere"):
+            where = _Where.of(since, until, guild_id=guild)
+            for keys in ((), ("guild_id",), ("model",), ("day", "model"), ("day",)):
+                rolled, summed = await reports._rolled(keys, where), await reports._from_ledger(keys, where)
+                assert rolled == summed, (since, until, guild, keys)
 
 
 # -- Spend ----------------------------------------------------------------------------------------------
@@ -330,6 +369,94 @@ async def test_empty_database(reports: Reports) -> None:
     assert (await reports.user_summary("u1")).budgets == ()
 
 
+# -- the rollup ---------------------------------------------------------------------------------------
+
+
+async def mixed_jobs(ledger: Ledger, clock: Clock, count: int, seed: int) -> int:
+    """`count` jobs over two months, four servers (and none) and three models, settled for less or more than
+    their estimate, refunded, kept as unknown, left reserved or rejected; some settled a day later. How many
+    reservations a budget refused."""
+    rng = random.Random(seed)
+    refused = 0
+    for _ in range(count):
+        when = dt.datetime(2026, 10, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=rng.randrange(61 * 86_400))
+        d = draft(f"u{rng.randrange(5)}", rng.choice(["", "g1", "g2", "g3"]), rng.choice(["m1", "m2", "dall-e-2"]))
+        fate = rng.choice(["settle", "settle", "refund", "unknown", "reserved", "reject", "zero"])
+        if fate == "reject":
+            await ledger.reject(d, code="moderation", message="no")
+            continue
+        try:
+            job_id = await job(ledger, clock, when, d, 0 if fate == "zero" else rng.randrange(1, 200_000))
+        except BudgetExceeded:
+            refused += 1
+            continue
+        clock.now = when + dt.timedelta(hours=rng.choice([0, 1, 30]))  # sometimes after the job's own day
+        if fate in ("settle", "zero"):
+            assert await ledger.settle(job_id, rng.randrange(0, 250_000))
+        elif fate == "refund":
+            assert await ledger.refund(job_id, code="server_error")
+        elif fate == "unknown":
+            assert await ledger.keep_unknown(job_id, code="timeout")
+        clock.now = NOW
+    clock.now = NOW
+    return refused
+
+
+async def test_rollup_equals_the_ledger(
+    reports: Reports, ledger: Ledger, clock: Clock, db: Database, world: dict[str, int]
+) -> None:
+    """After any mix of reservations, settlements, refunds and unknown charges (and refused reservations,
+    which leave nothing), spend_daily holds the ledger's sums, and the reports read from it say what the
+    ledger rows say."""
+    assert len(await rollup_matches_ledger(db)) == 8  # the world's jobs: one group each
+    await ledger.set_budget("user", "day", 150_000, target_id="u4")
+    assert await mixed_jobs(ledger, clock, 150, seed=1) > 0
+    groups = await rollup_matches_ledger(db)
+    assert len(groups) > 50
+    assert sum(g[7] for g in groups.values()) == await db.fetchval(
+        "SELECT count(*) FROM jobs WHERE cost_state = 'unknown'"
+    )
+    await reports_match_ledger(reports)
+    # A ledger row written by anyone (an admin's script) is counted too: the trigger is on the ledger itself.
+    await db.execute(
+        "INSERT INTO ledger (job_id, kind, amount, user_id, guild_id, model, at, day, note) "
+        "VALUES (?, 'charge', 7, 'u1', 'g9', 'm9', '2026-11-02T00:00:00.000Z', '2026-11-02', 'unknown: by hand')",
+        (world["d"],),
+    )
+    await rollup_matches_ledger(db)
+    assert (await reports.by_guild(NOV, DEC))[-1] == GuildSpend(
+        "g9", Spend(charged=7, charges=1, unknown=7, unknowns=1)
+    )
+
+
+async def test_upgrade_fills_the_rollup(tmp_path: Path, clock: Clock) -> None:
+    """A database made before spend_daily existed gets it filled from its ledger on upgrade, then kept up."""
+    path = tmp_path / "easel.db"
+    async with await Database.open(path, migrations=shipped_migrations()[:1]) as old:
+        assert await old.version() == 1
+        await mixed_jobs(Ledger(old, clock=clock), clock, 120, seed=2)
+        assert await old.fetchval("SELECT count(*) FROM sqlite_master WHERE name = 'spend_daily'") == 0
+        before = await old.fetchval("SELECT count(*) FROM ledger")
+    async with await Database.open(path) as db:
+        assert await db.version() == len(shipped_migrations())
+        assert await db.fetchval("SELECT count(*) FROM ledger") == before > 100
+        ledger = Ledger(db, clock=clock)
+        reports = Reports(db, ledger, clock=clock)
+        assert len(await rollup_matches_ledger(db)) > 40
+        await reports_match_ledger(reports)
+        await mixed_jobs(ledger, clock, 40, seed=3)
+        await rollup_matches_ledger(db)
+        await reports_match_ledger(reports)
+
+
+async def test_upgrade_of_an_empty_database(tmp_path: Path) -> None:
+    path = tmp_path / "easel.db"
+    async with await Database.open(path, migrations=shipped_migrations()[:1]):
+        pass
+    async with await Database.open(path) as db:
+        assert await rollup_matches_ledger(db) == {}
+
+
 # -- CSV --------------------------------------------------------------------------------------------------
 
 
@@ -376,11 +503,10 @@ async def test_csv_filters(reports: Reports, world: dict[str, int]) -> None:
 # -- query plans ------------------------------------------------------------------------------------------
 
 
-async def test_queries_use_the_covering_indexes(
-    reports: Reports, world: dict[str, int], db: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Every report query reads the ledger through one of its indexes (never a scan of the table), and the
-    period reports through the covering ones."""
+async def recorded(
+    db: Database, monkeypatch: pytest.MonkeyPatch, calls: list[Awaitable[object]]
+) -> list[tuple[str, Any]]:
+    """The report queries (SQL and parameters) that running `calls` sends, leaving out the budget lookups."""
     seen: list[tuple[str, Any]] = []
     fetchall, fetchone = db.fetchall, db.fetchone
 
@@ -392,35 +518,80 @@ async def test_queries_use_the_covering_indexes(
         seen.append((sql, params))
         return await fetchone(sql, params)
 
-    monkeypatch.setattr(db, "fetchall", record_all)
-    monkeypatch.setattr(db, "fetchone", record_one)
-    await reports.user_summary("u1", guild_id="g1")
-    await reports.totals(NOV, DEC)
-    await reports.totals(NOV, DEC, user_id="u1")
-    await reports.by_guild(NOV, DEC)
-    await reports.by_model(NOV, DEC, guild_id="g1")
-    await reports.by_model(NOV, DEC, user_id="u1")
-    await reports.by_day(NOV, DEC)
-    await reports.top_users(NOV, DEC)
-    await reports.top_users(NOV, DEC, guild_id="g1")
-    await reports.csv_rows(NOV, DEC, user_id="u1")
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:
+        patch.setattr(db, "fetchall", record_all)
+        patch.setattr(db, "fetchone", record_one)
+        for call in calls:
+            await call
+    return [(sql, params) for sql, params in seen if "FROM ledger" in sql or "FROM spend_daily" in sql]
 
-    plans: dict[str, list[str]] = {}
-    for sql, params in seen:
-        if "FROM ledger" not in sql:
-            continue  # the ledger's own budget lookup
-        rows = await db.fetchall(f"EXPLAIN QUERY PLAN {sql}", params)
-        plans[sql] = [row["detail"] for row in rows]
-    assert len(plans) >= 12
+
+async def plans_of(db: Database, queries: list[tuple[str, Any]]) -> dict[str, list[str]]:
+    return {
+        sql: [row["detail"] for row in await db.fetchall(f"EXPLAIN QUERY PLAN {sql}", params)]
+        for sql, params in queries
+    }
+
+
+async def test_period_reports_read_the_rollup_by_its_key(
+    reports: Reports, world: dict[str, int], db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Totals and breakdowns by server, model and day that are not about users read only spend_daily, one
+    range of its primary key, whatever the period; never the ledger."""
+    queries = await recorded(
+        db,
+        monkeypatch,
+        [
+            reports.totals(NOV, DEC),
+            reports.totals(None, None),
+            reports.totals(NOV, DEC, guild_id="g1"),
+            reports.by_guild(None, None),
+            reports.by_model(None, None),
+            reports.by_model(NOV, DEC, guild_id="g1"),
+            reports.by_day(NOV, DEC),
+            reports.by_day(None, None, guild_id=""),
+        ],
+    )
+    assert len(queries) == 8  # one query each
+    plans = await plans_of(db, queries)
+    assert len(plans) == 7  # the same SQL for any period: one per report and filter
     for sql, details in plans.items():
+        assert "FROM spend_daily" in sql
+        reads = [d for d in details if d.startswith(("SCAN", "SEARCH"))]
+        assert reads == ["SEARCH spend_daily USING PRIMARY KEY (day>? AND day<?)"], (sql, details)
+
+
+async def test_queries_use_the_covering_indexes(
+    reports: Reports, world: dict[str, int], db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every report query about users reads the ledger through one of its indexes (never a scan of the
+    table), and one user's rows through the covering ledger_by_user."""
+    queries = await recorded(
+        db,
+        monkeypatch,
+        [
+            reports.user_summary("u1", guild_id="g1"),
+            reports.totals(NOV, DEC, user_id="u1"),
+            reports.totals(None, None, guild_id="g1", user_id="u1"),
+            reports.by_model(NOV, DEC, user_id="u1"),
+            reports.by_day(NOV, DEC, user_id="u1"),
+            reports.top_users(NOV, DEC),
+            reports.top_users(NOV, DEC, guild_id="g1"),
+            reports.csv_rows(NOV, DEC, user_id="u1"),
+            reports.csv_rows(NOV, DEC),
+        ],
+    )
+    plans = await plans_of(db, queries)
+    assert len(plans) >= 14
+    for sql, details in plans.items():
+        assert "spend_daily" not in sql
         reads = [d for d in details if d.startswith(("SCAN ledger", "SEARCH ledger", "SCAN l ", "SEARCH l "))]
         assert reads, (sql, details)
         for detail in reads:
             assert "INDEX ledger_by_" in detail, (sql, details)
-    covering = [d for details in plans.values() for d in details if "COVERING INDEX" in d]
-    assert any("ledger_by_day (day>? AND day<?)" in d for d in covering)
-    assert any("ledger_by_user (user_id=?" in d for d in covering)
+    found = [d for details in plans.values() for d in details]
+    assert any("ledger_by_day (day>? AND day<?)" in d for d in found)  # one server's users, the whole export
+    assert any("COVERING INDEX ledger_by_user (user_id=?" in d for d in found)
 
 
 async def test_top_users_beyond_the_listing_limit(

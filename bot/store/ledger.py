@@ -76,6 +76,30 @@ class JobDraft:
     parent_index: int | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobRecord:
+    """One job as stored: what was asked, by whom, how it ended and what it cost (micro-dollars)."""
+
+    id: int
+    kind: JobKind
+    user_id: str
+    guild_id: str
+    channel_id: str
+    model: str
+    size: str | None
+    quality: str | None
+    n: int
+    prompt: str
+    revised_prompt: str | None
+    parent_job: int | None
+    parent_index: int | None
+    status: str
+    cost_state: str
+    estimate: int
+    cost: int
+    created_at: str
+
+
 @dataclass(frozen=True, slots=True)
 class Budget:
     id: int
@@ -273,6 +297,36 @@ class Ledger:
             ):
                 refunded.append(row["id"])
         return Recovery(refunded=tuple(refunded), unknown=tuple(unknown))
+
+    async def job(self, job_id: int) -> JobRecord | None:
+        """The stored job `job_id`, or None when there is no such job."""
+        row = await self.db.fetchone(
+            "SELECT id, kind, user_id, guild_id, channel_id, model, size, quality, n, prompt, revised_prompt, "
+            "parent_job, parent_index, status, cost_state, estimate, cost, created_at FROM jobs WHERE id = ?",
+            (job_id,),
+        )
+        if row is None:
+            return None
+        return JobRecord(
+            id=int(row["id"]),
+            kind=row["kind"],
+            user_id=row["user_id"],
+            guild_id=row["guild_id"],
+            channel_id=row["channel_id"],
+            model=row["model"],
+            size=row["size"],
+            quality=row["quality"],
+            n=int(row["n"]),
+            prompt=row["prompt"],
+            revised_prompt=row["revised_prompt"],
+            parent_job=None if row["parent_job"] is None else int(row["parent_job"]),
+            parent_index=None if row["parent_index"] is None else int(row["parent_index"]),
+            status=row["status"],
+            cost_state=row["cost_state"],
+            estimate=int(row["estimate"]),
+            cost=int(row["cost"]),
+            created_at=row["created_at"],
+        )
 
     # -- budgets -------------------------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """Spending reports from the ledger: per user, per server, per model, per day, top users, and CSV export.
 
-Every figure is read from the append-only `ledger` table, whose rows only the schema's triggers write (see
-migrations/0001_initial.sql), in integer micro-dollars. All of a job's rows count on the job's own UTC day
-(`ledger.day`), as the budgets count them, so a report and a budget never disagree about a period.
+Every figure comes from the append-only `ledger` table, whose rows only the schema's triggers write (see
+migrations/0001_initial.sql), or from its per-day rollup, in integer micro-dollars. All of a job's rows count
+on the job's own UTC day (`ledger.day`), as the budgets count them, so a report and a budget never disagree
+about a period.
 
 What the sums mean, for the rows of one group (see `Spend`):
 
@@ -15,16 +16,20 @@ What the sums mean, for the rows of one group (see `Spend`):
 
 Periods are half-open ranges of UTC days, `since <= day < until`; `None` leaves that end open.
 
-The queries are shaped for the ledger's covering indexes: `ledger_by_day (day, kind, amount, model,
-guild_id)` for a range of days, optionally in one server, and `ledger_by_user (user_id, day, kind, amount)`
-for one user and for ranking users. The table itself is read only for the unknown charges' notes (charge
-rows only) and for a column the index lacks (a one-user view by model, a one-server ranking of users). SQL
-is built from fixed fragments; every value is a parameter.
+Totals and breakdowns by server, model and day that are not narrowed to users read `spend_daily`
+(migrations/0002_spend_daily.sql): the ledger summed per day, server and model by a trigger on every ledger
+row, with the same sums and counts as the ledger's rows give, so they cost a few rows per day whatever the
+ledger's size. Everything about users reads the ledger through its covering indexes: `ledger_by_user
+(user_id, day, kind, amount)` for one user and for ranking users, `ledger_by_day (day, kind, amount, model,
+guild_id)` for one server's users. The table itself is read only for the unknown charges' notes (charge rows
+only) and for a column the index lacks (a one-user view by model, a one-server ranking of users). SQL is
+built from fixed fragments; every value is a parameter.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import io
 from collections.abc import Callable, Iterable, Sequence
@@ -250,6 +255,8 @@ class _Where:
 
     sql: str
     params: list[Any]
+    users: bool = False
+    """Whether it narrows to one or some users (only the ledger knows them)."""
 
     @classmethod
     def of(
@@ -273,10 +280,14 @@ class _Where:
         if users is not None:
             sql += f" AND {prefix}user_id IN ({', '.join('?' * len(users))})"
             params.extend(users)
-        return cls(sql, params)
+        return cls(sql, params, users=user_id is not None or users is not None)
 
 
 _NET = "SUM(CASE kind WHEN 'refund' THEN -amount ELSE amount END)"
+
+# spend_daily's columns are named as Spend's fields.
+_SPEND_FIELDS = tuple(field.name for field in dataclasses.fields(Spend))
+_ROLLED = ", ".join(f"SUM({field}) AS {field}" for field in _SPEND_FIELDS)
 
 # Users in id order, each found with one seek in ledger_by_user (a skip-scan SQLite makes only with ANALYZE
 # statistics), and each one's net over the period from their own stretch of that index: no sort of the
@@ -366,7 +377,9 @@ class Reports:
     ) -> Spend:
         """Everything spent in the period (in one server, by one user, when given)."""
         where = _Where.of(since, until, guild_id=guild_id, user_id=user_id)
-        # Grouping by (day, kind) follows both indexes' order, so SQLite sums as it reads, with no sort.
+        if not where.users:
+            return (await self._rolled((), where)).get((), NOTHING)
+        # One user's rows: grouping by (day, kind) follows ledger_by_user's order, so SQLite sums as it reads.
         rows = await self.db.fetchall(
             f"SELECT kind, SUM(amount) AS total, COUNT(*) AS n FROM ledger WHERE {where.sql} GROUP BY day, kind",  # noqa: S608 - fixed fragments
             where.params,
@@ -444,7 +457,31 @@ class Reports:
         return [UserSpend(user, found.get((user,), NOTHING)) for user in users]
 
     async def _grouped(self, keys: tuple[Column, ...], where: _Where) -> dict[tuple[str, ...], Spend]:
-        """Spend grouped by `keys` (fixed column names) over the rows `where` selects."""
+        """Spend grouped by `keys` (fixed column names) over the ledger rows `where` selects.
+
+        Read from the rollup when neither the filter nor the keys involve users, else from the ledger.
+        """
+        if where.users or "user_id" in keys:
+            return await self._from_ledger(keys, where)
+        return await self._rolled(keys, where)
+
+    async def _rolled(self, keys: tuple[Column, ...], where: _Where) -> dict[tuple[str, ...], Spend]:
+        """`_grouped` from spend_daily, for a `where` on days and server only: a few rows per day."""
+        cols = ", ".join(keys)
+        rows = await self.db.fetchall(
+            f"SELECT {cols}{', ' if keys else ''}{_ROLLED} FROM spend_daily "  # noqa: S608 - fixed fragments
+            f"WHERE {where.sql}{f' GROUP BY {cols}' if keys else ''}",
+            where.params,
+        )
+        # An aggregate without GROUP BY gives one row even when nothing matches: of NULLs.
+        return {
+            tuple(str(row[k]) for k in keys): Spend(**{field: int(row[field]) for field in _SPEND_FIELDS})
+            for row in rows
+            if row["reserves"] is not None
+        }
+
+    async def _from_ledger(self, keys: tuple[Column, ...], where: _Where) -> dict[tuple[str, ...], Spend]:
+        """`_grouped` from the ledger rows, through its indexes."""
         cols = "".join(f"{key}, " for key in keys)
         rows = await self.db.fetchall(
             f"SELECT {cols}kind, SUM(amount) AS total, COUNT(*) AS n FROM ledger "  # noqa: S608 - fixed fragments

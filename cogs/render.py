@@ -1,0 +1,524 @@
+"""Showing results in Discord: progress, live previews, the result message, and failures in one sentence.
+
+`Renderer` is shared by /imagine and the buttons. A reply always goes the same way: the "thinking…"
+placeholder is edited into progress ("Estimated cost $0.21 · you have $1.79 left today"), then into
+streamed previews (at most one every 2 s), and finally into the result: every image as its own attachment,
+fitted to the upload limit off the event loop, plus a labelled grid when there are several and room under
+Discord's ten files; an embed with the prompt, the revised prompt, model, size, quality, the actual cost,
+the tightest budget left and when it resets, the job id and any notes; and the priced buttons. Where
+Discord holds each image is then recorded in the image store, so old buttons can fetch it back.
+
+An interaction token lives 15 minutes. A result that arrives later (checked against `interaction.created_at`
+with a margin, or learnt from Discord's refusal) is posted in the channel with the member's mention instead,
+or sent by direct message when the reply was private. Every failure is one sentence from
+`cogs.errors.friendly`, shown only to the member who asked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import io
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import discord
+
+from bot.api.types import EditRequest, GeneratedImage, GenerateRequest, InputImage, PartialImage, VaryRequest
+from bot.config import Settings
+from bot.errors import EaselError, ImageGone
+from bot.imaging.fit import DISCORD_MAX_BYTES, DISCORD_MAX_FILES, FittedFile
+from bot.imaging.pool import ImageWorkers
+from bot.jobs import OUTPAINT_PROMPT, JobOutcome, PartialHandler, Plan, Quote, Requester, Studio
+from bot.pricing import format_usd
+from bot.store.images import ImageStore, extension
+from bot.store.ledger import BudgetStatus, JobDraft, JobKind, JobRecord, Ledger, describe_budget
+from cogs.buttons import NO_JOB, Prices, image_view, result_view
+from cogs.errors import friendly, is_users_fault
+
+log = logging.getLogger(__name__)
+
+VARY = "🔁"
+FLAG = "🚩"
+RESULT_REACTIONS = (VARY, FLAG)
+"""What Easel adds to each public result it posts: 🔁 varies image 1, 🚩 flags it."""
+
+
+async def add_result_reactions(message: discord.Message) -> None:
+    """Add 🔁 and 🚩 to a result; a missing permission only means the reactions are not there to click."""
+    for emoji in RESULT_REACTIONS:
+        try:
+            await message.add_reaction(emoji)
+        except discord.HTTPException as error:
+            log.info("could not add %s to message %s: %s", emoji, message.id, error)
+            return
+
+
+TOKEN_LIFETIME = dt.timedelta(minutes=14, seconds=30)
+"""How long an interaction token is trusted: Discord's 15 minutes, less a margin for the upload itself."""
+PREVIEW_INTERVAL = 2.0
+"""Seconds between two preview updates: Discord rate-limits message edits, and nobody needs more."""
+PROMPT_SHOWN = 1000
+"""Characters of the prompt shown in the embed (the rest is in the job record)."""
+FIELD_MAX = 1024
+TITLE_MAX = 256
+
+_WHEN = {"day": "today", "week": "this week", "month": "this month", "all": "in total"}
+
+Work = Callable[[PartialHandler], Awaitable[JobOutcome]]
+"""A job to run for a reply: given the preview handler, its outcome (or the EaselError that stopped it)."""
+
+
+def requester(interaction: discord.Interaction[Any]) -> Requester:
+    """Who asks, and where: the ids budgets apply to ('' for the guild in DMs), and the member's roles."""
+    user = interaction.user
+    roles = (
+        tuple(str(role.id) for role in user.roles if not role.is_default()) if isinstance(user, discord.Member) else ()
+    )
+    return Requester(
+        user_id=str(user.id),
+        guild_id=str(interaction.guild_id) if interaction.guild_id else "",
+        channel_id=str(interaction.channel_id) if interaction.channel_id else "",
+        roles=roles,
+    )
+
+
+def token_expired(interaction: discord.Interaction[Any], now: dt.datetime) -> bool:
+    """True once the interaction is too old to answer through its token."""
+    return now - interaction.created_at >= TOKEN_LIFETIME
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def budget_left(status: BudgetStatus) -> str:
+    """ "you have $1.79 left today", or "$4.00 left in this server's monthly budget"."""
+    left = format_usd(status.remaining)
+    if status.budget.scope == "user":
+        return f"you have {left} left {_WHEN[status.budget.period]}"
+    return f"{left} left in {describe_budget(status.budget)}"
+
+
+def estimate_line(quote: Quote) -> str:
+    """The progress line shown before a job runs: its estimate and the tightest budget."""
+    line = f"🎨 Working on it… estimated cost {format_usd(quote.estimate)}"
+    if quote.budgets:
+        line += f" · {budget_left(quote.budgets[0])}"
+    return line
+
+
+def _expired_token(error: discord.HTTPException) -> bool:
+    """Discord's answers for a reply that can no longer be edited: the token expired or the message is gone."""
+    return isinstance(error, discord.NotFound) or error.code in (10015, 50027)
+
+
+def _input(image: GeneratedImage) -> InputImage:
+    return InputImage(image.data, filename=f"image.{extension(image.mime)}", mime=image.mime)
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """One file to attach: its name and bytes, and the job image it is (None for the grid)."""
+
+    filename: str
+    data: bytes
+    index: int | None
+
+    def file(self) -> discord.File:
+        # A fresh File each time: discord.py closes a File once it has been sent.
+        return discord.File(io.BytesIO(self.data), filename=self.filename)
+
+
+class PreviewUpdater:
+    """A `Studio.generate(on_partial=...)` handler that shows the latest preview at most once per `interval`."""
+
+    def __init__(
+        self,
+        show: Callable[[PartialImage], Awaitable[None]],
+        *,
+        interval: float = PREVIEW_INTERVAL,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._show = show
+        self._interval = interval
+        self._clock = clock or time.monotonic
+        self._last: float | None = None
+        self.shown = 0
+
+    async def __call__(self, partial: PartialImage) -> None:
+        now = self._clock()
+        if self._last is not None and now - self._last < self._interval:
+            return
+        self._last = now
+        try:
+            await self._show(partial)
+        except discord.HTTPException as exc:
+            # A preview is a courtesy: the job goes on, and the result replaces it anyway.
+            log.debug("could not show a preview: %s", exc)
+            return
+        self.shown += 1
+
+
+class Renderer:
+    """Progress, previews, results and failures for one bot; see the module docstring."""
+
+    def __init__(
+        self,
+        studio: Studio,
+        image_store: ImageStore,
+        workers: ImageWorkers,
+        ledger: Ledger,
+        settings: Settings,
+        *,
+        now: Callable[[], dt.datetime] = discord.utils.utcnow,
+        preview_clock: Callable[[], float] | None = None,
+        preview_interval: float = PREVIEW_INTERVAL,
+    ) -> None:
+        self._studio = studio
+        self._store = image_store
+        self._workers = workers
+        self._ledger = ledger
+        self.settings = settings
+        self._now = now
+        self._preview_clock = preview_clock
+        self._preview_interval = preview_interval
+
+    # -- small helpers the cogs share ------------------------------------------------------------------
+
+    @staticmethod
+    def requester(interaction: discord.Interaction[Any]) -> Requester:
+        return requester(interaction)
+
+    def vary_model(self, model: str) -> str | None:
+        """`model` when it can vary images; else None, so the studio picks one that can."""
+        spec = self._studio.images.catalogue.find(model)
+        return spec.name if spec is not None and spec.can_vary() else None
+
+    def edit_model(self, model: str) -> str | None:
+        """`model` when it can paint into a masked area (zoom and pan need that); else None for the default."""
+        spec = self._studio.images.catalogue.find(model)
+        usable = spec is not None and spec.supports("edit") and spec.edit is not None and spec.edit.mask
+        return spec.name if spec is not None and usable else None
+
+    def prices(self, job: JobRecord | None, image: GeneratedImage | None) -> Prices:
+        """What each button under `job`'s result would cost, estimated without calling the provider.
+
+        None leaves a button out: the model cannot do it (or the job is gone).
+        """
+        if job is None:
+            return Prices(vary=None, reroll=None, remix=None, outpaint=None)
+        vary = outpaint = None
+        if image is not None:
+            source = _input(image)
+            vary_req = VaryRequest(image=source, model=self.vary_model(job.model), n=1, prompt=None)
+            vary = self._estimate(lambda: self._studio.plan_vary(vary_req))
+            edit_req = EditRequest(prompt=OUTPAINT_PROMPT, images=(source,), model=self.edit_model(job.model))
+            outpaint = self._estimate(lambda: self._studio.plan_edit(edit_req, kind="outpaint"))
+        reroll = remix = None
+        if job.kind == "generate":
+            again = GenerateRequest(prompt=job.prompt, model=job.model, n=job.n, size=job.size, quality=job.quality)
+            reroll = remix = self._estimate(lambda: self._studio.plan_generate(again))
+        elif job.kind == "vary" and job.parent_job is not None:
+            reroll = vary
+        return Prices(vary=vary, reroll=reroll, remix=remix, outpaint=outpaint)
+
+    @staticmethod
+    def _estimate(make_plan: Callable[[], Plan]) -> int | None:
+        try:
+            return make_plan().estimate
+        except EaselError:
+            return None
+
+    # -- while a job runs -------------------------------------------------------------------------------
+
+    async def progress(self, interaction: discord.Interaction[Any], text: str) -> None:
+        """Show `text` in the reply (the deferred "thinking…" message); a failure here only gets logged."""
+        try:
+            await interaction.edit_original_response(content=text)
+        except discord.HTTPException as exc:
+            log.debug("could not show progress: %s", exc)
+
+    async def announce(
+        self, interaction: discord.Interaction[Any], make_plan: Callable[[], Plan], who: Requester
+    ) -> None:
+        """Show the estimate and the budget left before a job runs.
+
+        A request the plan refuses is left to the job itself, which records the refusal and raises it.
+        """
+        try:
+            quote = await self._studio.quote(make_plan(), who)
+        except EaselError:
+            return
+        await self.progress(interaction, estimate_line(quote))
+
+    def preview(self, interaction: discord.Interaction[Any]) -> PreviewUpdater:
+        """A throttled handler that puts the latest streamed preview into the reply."""
+
+        async def show(partial: PartialImage) -> None:
+            name = f"preview.{extension(partial.mime)}"
+            await interaction.edit_original_response(
+                content=f"🖌️ Drawing image {partial.index + 1}… (preview)",
+                attachments=[discord.File(io.BytesIO(partial.data), filename=name)],
+            )
+
+        return PreviewUpdater(show, interval=self._preview_interval, clock=self._preview_clock)
+
+    async def run(
+        self,
+        interaction: discord.Interaction[Any],
+        who: Requester,
+        work: Work,
+        *,
+        private: bool = False,
+        headline: str | None = None,
+    ) -> discord.Message | None:
+        """Run `work` with live previews and deliver its outcome; any failure becomes one private sentence."""
+        job_id: int | None = None
+        try:
+            outcome = await work(self.preview(interaction))
+            job_id = outcome.job_id
+            return await self.deliver(interaction, outcome, who, private=private, headline=headline)
+        except Exception as error:
+            if isinstance(error, EaselError) and not is_users_fault(error):
+                log.warning("job for user %s failed: %s", who.user_id, error.message)
+            await self.fail(interaction, error, private=private, job_id=job_id)
+            return None
+
+    # -- results ----------------------------------------------------------------------------------------
+
+    async def deliver(
+        self,
+        interaction: discord.Interaction[Any],
+        outcome: JobOutcome,
+        who: Requester,
+        *,
+        private: bool = False,
+        headline: str | None = None,
+    ) -> discord.Message:
+        """Replace the reply with the result (images, grid, embed, buttons) and record where the images went."""
+        images = outcome.result.images
+        max_bytes = interaction.filesize_limit or DISCORD_MAX_BYTES
+        uploads, omitted = await self._fit(outcome.job_id, images, max_bytes)
+        job = await self._ledger.job(outcome.job_id)
+        count = sum(1 for upload in uploads if upload.index is not None)
+        grid = next((upload for upload in uploads if upload.index is None), None)
+        shown = grid or (uploads[0] if count == 1 else None)
+        embed = await self._result_embed(outcome, job, who, headline=headline, image=shown, omitted=omitted)
+        view = result_view(outcome.job_id, count, self.prices(job, images[0] if images else None))
+        message = await self._send(interaction, uploads, embed=embed, view=view, private=private)
+        await self._attach(outcome.job_id, message, uploads)
+        if not private and not message.flags.ephemeral:
+            await add_result_reactions(message)
+        return message
+
+    async def show_image(
+        self, interaction: discord.Interaction[Any], job_id: int, index: int, *, private: bool = False
+    ) -> discord.Message | None:
+        """Post image `index` of a job alone, at full size, with its own buttons (the U buttons). Free."""
+        try:
+            job = await self._ledger.job(job_id)
+            if job is None:
+                raise ImageGone(NO_JOB)
+            image = await self._store.load(job_id, index)
+            max_bytes = interaction.filesize_limit or DISCORD_MAX_BYTES
+            fitted = await self._workers.fit([image], max_bytes=max_bytes, max_files=1)
+            upload = self._upload(job_id, fitted.files[0], index)
+            embed = discord.Embed(
+                title=f"🔎 Image {index + 1} of job {job_id}",
+                description=clip(job.prompt, PROMPT_SHOWN) or None,
+                colour=discord.Colour.blurple(),
+            )
+            embed.add_field(name="Model", value=self._label(job.model))
+            embed.add_field(name="Size", value=f"{fitted.files[0].width}x{fitted.files[0].height}")
+            embed.add_field(name="Job", value=f"#{job_id}")
+            if fitted.files[0].reencoded:
+                embed.add_field(name="Notes", value="Re-encoded to fit Discord's upload limit.", inline=False)
+            embed.set_image(url=f"attachment://{upload.filename}")
+            embed.set_footer(text=f"Job {job_id} · image {index + 1}")
+            view = image_view(job_id, index, self.prices(job, image))
+            message = await self._send(interaction, [upload], embed=embed, view=view, private=private)
+            await self._attach(job_id, message, [upload])
+            return message
+        except Exception as error:
+            await self.fail(interaction, error, private=private)
+            return None
+
+    async def _fit(self, job_id: int, images: Sequence[GeneratedImage], max_bytes: int) -> tuple[list[Upload], int]:
+        """Every image as its own file within `max_bytes`, plus a grid when there are several and room for it."""
+        if not images:
+            return [], 0
+        grid: GeneratedImage | None = None
+        if 2 <= len(images) < DISCORD_MAX_FILES:
+            fitted, grid = await self._workers.fit_and_grid(images, max_bytes=max_bytes, max_files=DISCORD_MAX_FILES)
+        else:
+            # One image needs no grid, and ten leave no room for one: skip drawing it.
+            fitted = await self._workers.fit(images, max_bytes=max_bytes, max_files=DISCORD_MAX_FILES)
+        uploads = [self._upload(job_id, file, file.index) for file in fitted.files]
+        if grid is not None and len(grid.data) <= max_bytes:
+            uploads.append(Upload(f"easel-{job_id}-grid.{extension(grid.mime)}", grid.data, None))
+        return uploads, fitted.omitted
+
+    @staticmethod
+    def _upload(job_id: int, file: FittedFile, index: int) -> Upload:
+        suffix = file.filename.rpartition(".")[2]
+        return Upload(f"easel-{job_id}-{index + 1}.{suffix}", file.data, index)
+
+    def _label(self, model: str) -> str:
+        spec = self._studio.images.catalogue.find(model)
+        return spec.label if spec is not None else model
+
+    async def _result_embed(
+        self,
+        outcome: JobOutcome,
+        job: JobRecord | None,
+        who: Requester,
+        *,
+        headline: str | None,
+        image: Upload | None,
+        omitted: int,
+    ) -> discord.Embed:
+        result = outcome.result
+        prompt = job.prompt if job is not None else ""
+        count = len(result.images)
+        title = headline or ("🎨 Your image" if count == 1 else f"🎨 Your {count} images")
+        embed = discord.Embed(
+            title=clip(title, TITLE_MAX),
+            description=clip(prompt, PROMPT_SHOWN) or None,
+            colour=discord.Colour.blurple(),
+        )
+        revised = result.revised_prompt or (job.revised_prompt if job is not None else None)
+        if revised and revised.strip() != prompt.strip():
+            embed.add_field(name="Revised prompt", value=clip(revised, FIELD_MAX), inline=False)
+        embed.add_field(name="Model", value=self._label(result.model))
+        embed.add_field(name="Size", value=result.size or (job.size if job else None) or "auto")
+        embed.add_field(name="Quality", value=result.quality or (job.quality if job else None) or "auto")
+        embed.add_field(name="Cost", value=format_usd(outcome.cost))
+        kind: JobKind = job.kind if job is not None else "generate"
+        embed.add_field(name="Budget", value=await self._budget(who, kind, result.model))
+        embed.add_field(name="Job", value=f"#{outcome.job_id}")
+        notes = list(outcome.notes)
+        if omitted:
+            notes.append(f"{omitted} more image(s) did not fit: Discord takes {DISCORD_MAX_FILES} files a message.")
+        if notes:
+            embed.add_field(name="Notes", value=clip("\n".join(notes), FIELD_MAX), inline=False)
+        if image is not None:
+            embed.set_image(url=f"attachment://{image.filename}")
+        embed.set_footer(text=f"Job {outcome.job_id}")
+        return embed
+
+    async def _budget(self, who: Requester, kind: JobKind, model: str) -> str:
+        """The member's tightest budget after this job: what is left and when it resets."""
+        draft = JobDraft(
+            kind=kind,
+            user_id=who.user_id,
+            model=model,
+            guild_id=who.guild_id,
+            channel_id=who.channel_id,
+            roles=who.roles,
+        )
+        statuses = await self._ledger.budget_status(draft)
+        if not statuses:
+            return "No spending limit"
+        tightest = statuses[0]
+        line = f"{format_usd(tightest.remaining)} left of {describe_budget(tightest.budget)}"
+        if tightest.resets_at is not None:
+            line += f", resets {discord.utils.format_dt(tightest.resets_at, 'R')}"
+        return line
+
+    async def _send(
+        self,
+        interaction: discord.Interaction[Any],
+        uploads: Sequence[Upload],
+        *,
+        embed: discord.Embed,
+        view: discord.ui.View,
+        private: bool,
+    ) -> discord.Message:
+        """Turn the reply into the result; once the token is too old, post it elsewhere with a mention."""
+        if not token_expired(interaction, self._now()):
+            try:
+                return await interaction.edit_original_response(
+                    content=None, embed=embed, attachments=[upload.file() for upload in uploads], view=view
+                )
+            except discord.HTTPException as error:
+                if not _expired_token(error):
+                    raise
+                log.info("interaction %s can no longer be answered (%s); posting elsewhere", interaction.id, error)
+        return await self._post_elsewhere(interaction, uploads, embed=embed, view=view, private=private)
+
+    async def _post_elsewhere(
+        self,
+        interaction: discord.Interaction[Any],
+        uploads: Sequence[Upload],
+        *,
+        embed: discord.Embed,
+        view: discord.ui.View,
+        private: bool,
+    ) -> discord.Message:
+        """The result in the channel with the member's mention, or by direct message when it was private."""
+        user = interaction.user
+        files = [upload.file() for upload in uploads]
+        channel = interaction.channel
+        perms = interaction.app_permissions
+        can_post = (perms.send_messages or perms.send_messages_in_threads) and perms.attach_files and perms.embed_links
+        if not private and can_post and isinstance(channel, discord.abc.Messageable):
+            return await channel.send(
+                content=f"{user.mention} here is your result (it took longer than Discord lets me answer in place).",
+                embed=embed,
+                files=files,
+                view=view,
+                allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=[user]),
+            )
+        return await user.send(
+            content="Here is your result (it took longer than Discord lets me answer in place).",
+            embed=embed,
+            files=files,
+            view=view,
+        )
+
+    async def _attach(self, job_id: int, message: discord.Message, uploads: Sequence[Upload]) -> None:
+        """Record in the image store where Discord now holds each image (so buttons can fetch it back)."""
+        indices = {upload.filename: upload.index for upload in uploads if upload.index is not None}
+        try:
+            for attachment in message.attachments:
+                index = indices.get(attachment.filename)
+                if index is not None:
+                    await self._store.attach(
+                        job_id, index, message_id=message.id, attachment_id=attachment.id, attachment_url=attachment.url
+                    )
+        except Exception:
+            # The result is posted; only the way back to Discord's copy is lost, and the local file remains.
+            log.exception("job %d: could not record where Discord keeps its images", job_id)
+
+    # -- failures ---------------------------------------------------------------------------------------
+
+    async def fail(
+        self,
+        interaction: discord.Interaction[Any],
+        error: BaseException,
+        *,
+        private: bool = False,
+        job_id: int | None = None,
+    ) -> None:
+        """Tell only the member who asked what went wrong, in one sentence from `cogs.errors.friendly`."""
+        text = friendly(error, job_id=job_id)
+        try:
+            if not interaction.response.is_done():
+                await interaction.response.send_message(text, ephemeral=True)
+            elif private:
+                await interaction.edit_original_response(content=text, embed=None, attachments=[], view=None)
+            else:
+                # A public "thinking…" reply cannot become private: finish it, remove it, then answer privately.
+                with contextlib.suppress(discord.HTTPException):
+                    await interaction.edit_original_response(content="…", embed=None, attachments=[], view=None)
+                    await interaction.delete_original_response()
+                await interaction.followup.send(text, ephemeral=True)
+        except discord.HTTPException as exc:
+            log.info("could not answer interaction %s (%s); sending the error by direct message", interaction.id, exc)
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.user.send(text)

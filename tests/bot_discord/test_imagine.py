@@ -1,0 +1,317 @@
+"""/imagine on simulated Discord: delivery, refusals, privacy, the 3 s and 15 min rules, autocomplete, previews."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import pytest
+import simcord
+
+from bot.api.mock import MockProvider
+from bot.api.types import PartialImage
+from bot.app import EaselBot
+from bot.config import Settings
+from bot.services import Core, open_core
+from cogs.render import PreviewUpdater, estimate_line
+
+
+class PricedMock(MockProvider):
+    """The mock provider under another name, so the studio prices its requests as if they were billed."""
+
+    name = "priced-mock"
+
+
+def with_provider(provider: MockProvider) -> Callable[[Settings], AbstractAsyncContextManager[Core]]:
+    """A core opener that swaps in `provider` (slow or priced) for the settings' mock."""
+
+    @contextlib.asynccontextmanager
+    async def open_services(settings: Settings) -> AsyncIterator[Core]:
+        async with open_core(settings, recover=True) as core:
+            core.images.provider = provider
+            yield core
+
+    return open_services
+
+
+def make_bot(settings: Settings, provider: MockProvider | None = None) -> EaselBot:
+    """A bot with only the imagine extension, optionally on another provider."""
+    if provider is None:
+        return EaselBot(settings, workers="thread", extensions=("cogs.imagine",))
+    return EaselBot(settings, workers="thread", extensions=("cogs.imagine",), open_services=with_provider(provider))
+
+
+async def ready(bot: EaselBot) -> None:
+    """Start the database's group-commit writer from the test, not from a handler.
+
+    The writer is a task that lives as long as the database; simcord counts a long-lived task a handler
+    started as unfinished work and refuses to settle, so the test starts it first.
+    """
+    await bot.core.db.write("SELECT 1")
+
+
+def world(env: simcord.Env) -> tuple[simcord.ChannelHandle, simcord.MemberActor]:
+    """A guild with an #art channel and a member, alice."""
+    guild = env.create_guild()
+    channel = guild.create_text_channel("art")
+    alice = guild.add_member(env.create_user("alice"))
+    return channel, alice
+
+
+@pytest.fixture
+async def simcord_bot(settings: Settings) -> AsyncIterator[EaselBot]:
+    """A bot with only the imagine extension, closed after the test."""
+    bot = make_bot(settings)
+    yield bot
+    await bot.close()
+
+
+@pytest.fixture
+async def env(simcord_env: simcord.Env, simcord_bot: EaselBot) -> simcord.Env:
+    """The running environment, with the bot's database writer started."""
+    await ready(simcord_bot)
+    return simcord_env
+
+
+def fields(message: simcord.ResponseMessage) -> dict[str, str]:
+    """The first embed's fields by name."""
+    return {str(field.name): str(field.value) for field in message.embeds[0].fields}
+
+
+def labels(components: list[dict[str, Any]]) -> list[str]:
+    """Every button's label, row by row ("None" for an emoji-only button)."""
+    return [str(button.get("label")) for row in components for button in row["components"]]
+
+
+async def test_imagine_posts_every_image_a_grid_an_embed_and_buttons(env: simcord.Env, simcord_bot: EaselBot) -> None:
+    """Two images arrive as two attachments plus a grid, with the embed's facts and the U/V/re-roll/remix buttons."""
+    channel, alice = world(env)
+    result = await alice.slash(channel, "imagine", prompt="a red fox in the snow", n=2)
+
+    message = result.response
+    assert message is not None
+    assert not message.ephemeral
+    names = [attachment.filename for attachment in message.attachments]
+    assert names[:2] == ["easel-1-1.png", "easel-1-2.png"]
+    assert len(names) == 3
+    assert names[2].startswith("easel-1-grid.")
+    store = simcord_bot.core.image_store
+    for index, attachment in enumerate(message.attachments[:2]):
+        assert attachment.size <= 10 * 1024 * 1024
+        assert await attachment.read() == (await store.load(1, index)).data
+    info = fields(message)
+    assert info["Cost"] == "$0.00"
+    assert info["Job"] == "#1"
+    assert info["Model"] == "GPT Image 2"
+    assert info["Revised prompt"] == "[mock] a red fox in the snow"
+    assert info["Budget"] == "No spending limit"
+    assert message.embeds[0].description == "a red fox in the snow"
+    assert message.embeds[0].image.url == f"attachment://{names[2]}"
+    assert labels(message.components) == ["U1", "U2", "V1", "V2", "Re-roll", "Remix"]
+    assert await store.find_by_message(message.id) == [(1, 0), (1, 1)]
+
+
+async def test_more_images_than_the_server_allows_are_refused_kindly(env: simcord.Env, simcord_bot: EaselBot) -> None:
+    """n above EASEL_MAX_IMAGES gets one private sentence and starts no job."""
+    channel, alice = world(env)
+    result = await alice.slash(channel, "imagine", prompt="foxes", n=5)
+
+    assert result.response is None
+    (reply,) = result.followups
+    assert reply.ephemeral
+    assert reply.content == "🔢 You can ask for at most 4 images at a time here."
+    assert await simcord_bot.core.db.fetchval("SELECT COUNT(*) FROM jobs") == 0
+
+
+async def test_an_option_the_model_lacks_is_refused_privately_and_recorded(
+    env: simcord.Env, simcord_bot: EaselBot
+) -> None:
+    """A style on gpt-image-2 gets a private friendly sentence and leaves a rejected job."""
+    channel, alice = world(env)
+    result = await alice.slash(channel, "imagine", prompt="foxes", style="vivid")
+
+    (reply,) = result.followups
+    assert reply.ephemeral
+    assert reply.content == "gpt-image-2 takes no style; dall-e-3 does."
+    job = await simcord_bot.core.ledger.job(1)
+    assert job is not None
+    assert job.status == "rejected"
+    assert job.user_id == str(alice.id)
+    assert job.cost_state == "free"
+
+
+async def test_a_spent_budget_refuses_before_anything_is_made(settings: Settings) -> None:
+    """With a zero daily budget a priced request is refused with the budget's words, and recorded as rejected."""
+    bot = make_bot(settings, PricedMock())
+    try:
+        async with simcord.run(bot) as env:
+            await ready(bot)
+            channel, alice = world(env)
+            await bot.core.ledger.set_budget("user", "day", 0, target_id=str(alice.id))
+            result = await alice.slash(channel, "imagine", prompt="foxes", quality="low", size="1024x1024")
+
+            (reply,) = result.followups
+            assert reply.ephemeral
+            assert reply.content.startswith("💸 This request costs about $0.0060, but your daily budget has $0.00 left")
+            job = await bot.core.ledger.job(1)
+            assert job is not None
+            assert job.status == "rejected"
+            assert job.cost == 0
+    finally:
+        await bot.close()
+
+
+async def test_buttons_show_what_a_click_costs(settings: Settings) -> None:
+    """With a billable provider every paid button carries its estimate, and the embed the budget left."""
+    bot = make_bot(settings, PricedMock())
+    try:
+        async with simcord.run(bot) as env:
+            await ready(bot)
+            channel, alice = world(env)
+            await bot.core.ledger.set_budget("user", "day", 1_000_000, target_id=str(alice.id))
+            result = await alice.slash(channel, "imagine", prompt="foxes", quality="low", size="1024x1024")
+
+            message = result.response
+            assert message is not None
+            shown = labels(message.components)
+            assert re.fullmatch(r"V1 · \$0\.\d+", shown[0])
+            assert shown[1:3] == ["Re-roll · $0.0060", "Remix · $0.0060"]
+            assert shown[3].startswith("Zoom out 1.5x · $")
+            assert shown[4].startswith("Zoom out 2x · $")
+            assert fields(message)["Budget"].startswith("$1.00 left of your daily budget, resets <t:")
+    finally:
+        await bot.close()
+
+
+async def test_private_results_are_ephemeral(env: simcord.Env) -> None:
+    """private:true keeps the whole reply, images included, to the member who asked."""
+    channel, alice = world(env)
+    result = await alice.slash(channel, "imagine", prompt="a secret fox", private=True)
+
+    assert result.ephemeral
+    message = result.response
+    assert message is not None
+    assert message.ephemeral
+    assert len(message.attachments) == 1
+
+
+async def test_the_reply_is_deferred_before_the_slow_work(settings: Settings) -> None:
+    """A 30 s generation: the interaction is answered at once with the estimate, the images follow."""
+    bot = make_bot(settings, MockProvider(latency=30))
+    try:
+        async with simcord.run(bot) as env:
+            await ready(bot)
+            channel, alice = world(env)
+            result = await alice.slash(channel, "imagine", prompt="a slow fox")
+
+            assert result.acknowledged
+            early = result.response
+            assert early is not None
+            assert early.attachments == []
+            assert early.content == "🎨 Working on it… estimated cost $0.00"
+            callbacks = [entry for entry in env.http_requests if entry.path.endswith("/callback")]
+            assert [entry.json["type"] for entry in callbacks] == [5]  # type: ignore[index]
+
+            await env.advance_time(30)
+            message = result.response
+            assert message is not None
+            assert len(message.attachments) == 1
+            previews = [
+                entry
+                for entry in env.http_requests
+                if entry.method == "PATCH" and ((entry.json or {}).get("content") or "").startswith("🖌️")
+            ]
+            assert previews, "the streamed previews were shown while the image was drawn"
+    finally:
+        await bot.close()
+
+
+async def test_a_result_after_the_token_expired_is_posted_in_the_channel(settings: Settings) -> None:
+    """A 16-minute generation outlives the token: the result goes to the channel, mentioning the member."""
+    bot = make_bot(settings, MockProvider(latency=16 * 60))
+    try:
+        async with simcord.run(bot) as env:
+            await ready(bot)
+            channel, alice = world(env)
+            result = await alice.slash(channel, "imagine", prompt="a patient fox")
+            await env.advance_time(16 * 60)
+
+            posted, original = channel.last_message, result.response
+            assert posted is not None
+            assert original is not None
+            assert posted.id != original.id
+            assert posted.content.startswith(f"<@{alice.id}> here is your result")
+            assert [attachment.filename for attachment in posted.attachments] == ["easel-1-1.png"]
+            assert await bot.core.image_store.find_by_message(posted.id) == [(1, 0)]
+    finally:
+        await bot.close()
+
+
+async def test_a_private_result_after_the_token_expired_goes_by_direct_message(settings: Settings) -> None:
+    """A private result that outlives the token is sent to the member directly, never to the channel."""
+    bot = make_bot(settings, MockProvider(latency=16 * 60))
+    try:
+        async with simcord.run(bot) as env:
+            await ready(bot)
+            channel, alice = world(env)
+            await alice.slash(channel, "imagine", prompt="a shy fox", private=True)
+            await env.advance_time(16 * 60)
+
+            assert channel.last_message is None
+            dm = alice.user.dm_channel.last_message
+            assert dm is not None
+            assert dm.content.startswith("Here is your result")
+            assert len(dm.attachments) == 1
+    finally:
+        await bot.close()
+
+
+async def test_model_autocomplete_offers_running_models_default_first(env: simcord.Env) -> None:
+    """Typing nothing lists the default first and marked; typing filters by name or label."""
+    channel, alice = world(env)
+    everything = await alice.autocomplete(channel, "imagine", "model", "")
+    assert everything[0] == {"name": "GPT Image 2 (gpt-image-2) (default)", "value": "gpt-image-2"}
+    assert len(everything) <= 25
+    assert "dall-e-3" not in [choice["value"] for choice in everything]
+
+    flares = await alice.autocomplete(channel, "imagine", "model", "flare")
+    assert [choice["value"] for choice in flares] == ["gpt-image-2.6-flare", "gpt-image-2.5-flare"]
+
+
+async def test_size_and_quality_autocomplete_follow_the_chosen_model(env: simcord.Env) -> None:
+    """Sizes and qualities come from the model typed so far, or from the default one."""
+    channel, alice = world(env)
+    sizes = await alice.autocomplete(channel, "imagine", "size", "1536x10")
+    assert [choice["value"] for choice in sizes] == ["1536x1024"]
+    custom = await alice.autocomplete(channel, "imagine", "size", "1280x720")
+    assert custom[0] == {"name": "1280x720", "value": "1280x720"}
+    qualities = await alice.autocomplete(channel, "imagine", "quality", "", model="gpt-image-2.5-flare")
+    assert [choice["value"] for choice in qualities] == ["auto", "low", "medium", "high", "xhigh", "max"]
+    assert qualities[0]["name"] == "auto (default)"
+
+
+async def test_previews_are_throttled_to_one_every_two_seconds() -> None:
+    """Previews arriving faster than every 2 s are skipped; the next one after the interval is shown."""
+    now = [0.0]
+    shown: list[int] = []
+
+    async def show(partial: PartialImage) -> None:
+        shown.append(partial.sequence)
+
+    update = PreviewUpdater(show, clock=lambda: now[0])
+    for sequence, moment in enumerate([0.0, 0.5, 1.9, 2.0, 3.0, 4.5]):
+        now[0] = moment
+        await update(PartialImage(index=0, sequence=sequence, data=b"png", mime="image/png"))
+
+    assert shown == [0, 3, 5]
+    assert update.shown == 3
+
+
+def test_the_estimate_line_names_the_tightest_budget() -> None:
+    """No budget: the estimate alone."""
+    from bot.jobs import Quote
+
+    assert estimate_line(Quote(model="m", estimate=211_000, budgets=())) == "🎨 Working on it… estimated cost $0.211"
