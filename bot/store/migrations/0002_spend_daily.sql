@@ -1,13 +1,15 @@
 -- Spend per day, server and model, kept up to date by a trigger: the reports over a period read a few rows
--- per day from here instead of grouping every ledger row of the period (an all-time report over 1,000,000
--- ledger rows took 0.4-1.4 s; from here, a few milliseconds). Reports filtered by user still read the
--- ledger (ledger_by_user): there is no user here, or the table would be nearly as large as the ledger.
+-- per day from here instead of grouping every ledger row of the period (over 1,000,000 ledger rows, an
+-- all-time report took 0.4-1.6 s that way; from here, 5-30 ms). Reports about users still read the ledger
+-- (ledger_by_user): there is no user here, or the table would be nearly as large as the ledger. The price
+-- is one more small write per ledger row: 6-8% fewer reservations per second (bench/README.md).
 --
 -- Each row holds what `bot.store.reports.Spend` needs for the ledger rows with that (day, guild_id, model):
 -- the sum and the count of each kind, and of the charges marked unknown (note LIKE 'unknown:%', as the
--- reports have always counted them). Since ledger rows are only ever inserted (never updated or deleted:
--- see 0001), adding each new row here keeps every rollup row equal to the sums over its ledger rows; the
--- migration fills it from the rows already there in the same transaction, so an upgraded database is complete.
+-- reports have always counted them). Ledger rows are only ever inserted (never updated or deleted: see
+-- 0001), so adding each new row here keeps every rollup row equal to the sums over its ledger rows. The
+-- migration first fills the table from the rows already there, in the same transaction as the trigger's
+-- creation, so an upgraded database is complete (1,000,000 rows: about 2 s).
 
 CREATE TABLE spend_daily (
     day             TEXT    NOT NULL,                     -- ledger.day: the job's UTC day
