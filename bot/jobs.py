@@ -186,6 +186,11 @@ class Studio:
     # -- plans: check and price, no side effects --------------------------------------------------
 
     def plan_generate(self, req: GenerateRequest, *, on_partial: PartialHandler | None = None) -> Plan:
+        if on_partial is not None and req.partial_images is None:
+            # Previews only where the model streams; asking a non-streaming model for them is an error.
+            model = self.images.catalogue.find(req.model or self.images.default_model)
+            if model is not None and model.streaming and model.partial_images_max > 0:
+                req = dataclasses.replace(req, partial_images=min(PREVIEWS, model.partial_images_max))
         spec, checked = self.images.check_generate(req)
         size, quality = checked.size or spec.default_size, checked.quality or spec.default_quality
         return Plan(
@@ -431,8 +436,6 @@ class Studio:
         req = GenerateRequest(
             prompt=job.prompt, model=job.model, n=job.n, size=job.size, quality=job.quality, user=job.user_id
         )
-        if on_partial is not None:
-            req = dataclasses.replace(req, partial_images=PREVIEWS)
         try:
             plan = self.plan_generate(req, on_partial=on_partial)
         except EaselError as error:
@@ -485,8 +488,6 @@ class Studio:
     ) -> JobOutcome:
         """Images from a prompt; `on_partial` receives streamed previews when the model streams."""
         req = dataclasses.replace(req, user=who.user_id)
-        if on_partial is not None and req.partial_images is None:
-            req = dataclasses.replace(req, partial_images=PREVIEWS)
         fallback = self._fallback("generate", who, req.model, req.prompt, req.n)
         plan = functools.partial(self.plan_generate, req, on_partial=on_partial)
         return await self.run(plan, who, fallback=fallback, parent=parent, on_queue=on_queue)

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 VARY = "🔁"
 FLAG = "🚩"
 RESULT_REACTIONS = (VARY, FLAG)
+RESULT_FOOTER = "React 🔁 to vary image 1 · 🚩 to report it to the moderators"
 """What Easel adds to each public result it posts: 🔁 varies image 1, 🚩 flags it."""
 
 
@@ -385,7 +386,8 @@ class Renderer:
         result = outcome.result
         prompt = job.prompt if job is not None else ""
         count = len(result.images)
-        title = headline or ("🎨 Your image" if count == 1 else f"🎨 Your {count} images")
+        owner = f" for {who_name}" if (who_name := self._who_name(who)) else ""
+        title = headline or ("🎨 An image" if count == 1 else f"🎨 {count} images") + owner
         embed = discord.Embed(
             title=clip(title, TITLE_MAX),
             description=clip(prompt, PROMPT_SHOWN) or None,
@@ -408,8 +410,13 @@ class Renderer:
             embed.add_field(name="Notes", value=clip("\n".join(notes), FIELD_MAX), inline=False)
         if image is not None:
             embed.set_image(url=f"attachment://{image.filename}")
-        embed.set_footer(text=f"Job {outcome.job_id}")
+        embed.set_footer(text=RESULT_FOOTER)
         return embed
+
+    @staticmethod
+    def _who_name(who: Requester) -> str:
+        """A mention-free way to name the requester in a public title (their id stays out of it)."""
+        return "" if who.user_id in ("", "cli") else f"<@{who.user_id}>"
 
     async def _budget(self, who: Requester, kind: JobKind, model: str) -> str:
         """The member's tightest budget after this job: what is left and when it resets."""

@@ -116,7 +116,7 @@ async def test_invalid_option_costs_no_call(
 ) -> None:
     """A style on gpt-image-2 is refused locally with a precise sentence."""
     route = respx_mock.post("/images/generations").mock(return_value=answer())
-    with pytest.raises(InvalidOption, match=r"^gpt-image-2 takes no style; dall-e-3 does\.$"):
+    with pytest.raises(InvalidOption, match=r"^gpt-image-2 takes no style; no model offered here does\.$"):
         await client_for(http, catalogue, today=TODAY).generate(GenerateRequest(prompt="x", style="vivid"))
     assert not route.called
 

@@ -105,7 +105,7 @@ async def test_invalid_request_is_rejected_for_free(respx_mock: respx.MockRouter
     assert not route.called
     row = await job(db, 1)
     assert (row["status"], row["cost_state"], row["error_code"]) == ("rejected", "free", "InvalidOption")
-    assert row["error_message"] == "gpt-image-2 takes no style; dall-e-3 does."
+    assert row["error_message"] == "gpt-image-2 takes no style; no model offered here does."
     assert await net(db) == 0
 
 
@@ -270,3 +270,17 @@ async def test_generate_streams_previews_to_the_caller(db: Database, catalogue: 
     assert [(p.index, p.sequence) for p in seen] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert len(outcome.result.images) == 2
     assert (await job(db, outcome.job_id))["status"] == "succeeded"
+
+
+async def test_previews_are_only_asked_of_models_that_stream(db: Database, catalogue: Catalogue) -> None:
+    """A progress handler on a model that cannot stream gets no previews and no error."""
+    studio = Studio(ImagesClient(MockProvider(), catalogue, default_model="gpt-image-2"), Ledger(db))
+    seen: list[PartialImage] = []
+
+    async def show(partial: PartialImage) -> None:
+        seen.append(partial)
+
+    outcome = await studio.generate(
+        GenerateRequest(prompt="a fox", model="dall-e-3", style="vivid"), ALICE, on_partial=show
+    )
+    assert (seen, len(outcome.result.images)) == ([], 1)

@@ -434,7 +434,7 @@ def test_no_other_model_has_it(catalogue: Catalogue) -> None:
     """With no other models to point at, the message says none does."""
     with pytest.raises(InvalidOption) as caught:
         RequestChecker().generate(catalogue.get("gpt-image-2"), GenerateRequest(prompt=PROMPT, style="vivid"))
-    assert caught.value.message == "gpt-image-2 takes no style; no model in the catalogue does."
+    assert caught.value.message == "gpt-image-2 takes no style; no model offered here does."
 
 
 # -- images ----------------------------------------------------------------------------------------

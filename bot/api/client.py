@@ -83,7 +83,17 @@ class ImagesClient:
         self.max_n = max_n
         self._salt = user_salt
         self._today = today
-        self._check = RequestChecker(catalogue)
+
+    @property
+    def _check(self) -> RequestChecker:
+        """Checks whose advice names only models this provider still serves today."""
+        today = self._today()
+        usable = [
+            spec
+            for spec in self.catalogue
+            if not (self.provider.follows_lifecycle and spec.status(today) == "shutdown")
+        ]
+        return RequestChecker(usable)
 
     def model(self, name: str | None = None) -> ModelSpec:
         """The model to use for `name` (default when None), refusing ones this provider no longer serves."""

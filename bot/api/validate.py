@@ -57,7 +57,7 @@ def _choices(values: Iterable[str]) -> str:
 def _who(others: Iterable[ModelSpec], has: Callable[[ModelSpec], bool]) -> str:
     names = [s.name for s in others if has(s)]
     if not names:
-        return "no model in the catalogue does"
+        return "no model offered here does"
     return f"{_choices(names)} {'does' if len(names) == 1 else 'do'}"
 
 

@@ -71,7 +71,8 @@ _EDGE_BAND = [0] + [255] * 254 + [0]
 _BINARISE = [0] * 128 + [255] * 128
 
 _TINT = (255, 0, 255)
-_TINT_OPACITY = 0.45
+_TINT_OPACITY = 0.3
+_OUTLINE = (255, 255, 255)
 
 
 def _forms() -> str:
@@ -365,9 +366,9 @@ def preview(image_data: bytes, mask_png: bytes, *, max_edge: int = 1024) -> byte
     tint = Image.new("RGB", base.size, _TINT)
     shown = Image.composite(Image.blend(base, tint, _TINT_OPACITY), base, selected)
     # A box blur of the selection is neither 0 nor 255 only within `radius` of its edge: that band is the outline.
-    radius = max(1, max(base.size) // 400)
+    radius = max(2, max(base.size) // 300)
     outline = selected.filter(ImageFilter.BoxBlur(radius)).point(_EDGE_BAND)
-    shown = Image.composite(tint, shown, outline)
+    shown = Image.composite(Image.new("RGB", base.size, _OUTLINE), shown, outline)
     out = io.BytesIO()
     shown.save(out, format="JPEG", quality=85, optimize=True, subsampling=0)
     return out.getvalue()
