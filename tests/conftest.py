@@ -3,15 +3,18 @@ reach any other host fails at once, so no test can spend money or depend on the 
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from bot.catalogue import Catalogue
+from bot.store.db import Database
 from tests.tracking import TrackingTransport
 
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
@@ -97,3 +100,30 @@ async def client(tracking: TrackingTransport) -> AsyncIterator[httpx.AsyncClient
     """An httpx client on the tracking transport (respx mocks still apply)."""
     async with httpx.AsyncClient(transport=tracking) as http:
         yield http
+
+
+NOW = dt.datetime(2026, 11, 24, 10, 30, tzinfo=dt.UTC)
+"""The tests' "now": a Tuesday late in November 2026, before gpt-image-1.5's shutdown."""
+
+
+class Clock:
+    """A settable UTC clock for the ledger, the stores and the reports."""
+
+    def __init__(self, now: dt.datetime = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    """A real SQLite database with Easel's schema, in the test's own folder."""
+    database = await Database.open(tmp_path / "data" / "easel.db")
+    yield database
+    await database.close()

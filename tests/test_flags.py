@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,13 +22,6 @@ class Clock:
     def __call__(self) -> dt.datetime:
         self.now += dt.timedelta(seconds=1)
         return self.now
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "easel.db")
-    yield database
-    await database.close()
 
 
 async def _job(db: Database, user: str = "100", guild: str = "1") -> int:

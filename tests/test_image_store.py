@@ -28,32 +28,10 @@ from bot.store.db import Database
 from bot.store.images import CleanupReport, ImageStore, content_path, extension
 from bot.store.ledger import JobDraft, Ledger
 from tests import images
+from tests.conftest import NOW, Clock
 
-NOW = dt.datetime(2026, 11, 24, 10, 30, tzinfo=dt.UTC)
 CDN = "https://cdn.discordapp.com/attachments/111/222/image.png?ex=abc&is=def&hm=123"
 GONE = "That image is no longer stored and its Discord attachment is gone; generate it again."
-
-
-class Clock:
-    """A settable clock shared by the ledger and the store."""
-
-    def __init__(self, now: dt.datetime = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "data" / "easel.db")
-    yield database
-    await database.close()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import base64
 import io
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -36,13 +35,6 @@ USAGE = {
     "output_tokens_details": {"image_tokens": 1767, "text_tokens": 0},
     "total_tokens": 1807,
 }
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "easel.db")
-    yield database
-    await database.close()
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,30 +13,7 @@ import pytest
 from bot.errors import BudgetExceeded, ConfigError, ProviderTimeout, ProviderUnavailable
 from bot.store.db import Database, Migration, shipped_migrations
 from bot.store.ledger import JobDraft, Ledger, period_bounds
-
-NOW = dt.datetime(2026, 11, 24, 10, 30, tzinfo=dt.UTC)
-
-
-class Clock:
-    """A settable clock for the ledger."""
-
-    def __init__(self, now: dt.datetime = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "data" / "easel.db")
-    yield database
-    await database.close()
+from tests.conftest import NOW, Clock
 
 
 @pytest.fixture

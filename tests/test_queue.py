@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -345,13 +344,6 @@ class Naps:
         if self.db is not None:
             self.statuses.append(await self.db.fetchval("SELECT status FROM jobs ORDER BY id DESC LIMIT 1"))
         self.now += seconds
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "easel.db")
-    yield database
-    await database.close()
 
 
 @pytest.fixture

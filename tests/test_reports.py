@@ -9,7 +9,7 @@ import csv
 import datetime as dt
 import io
 import random
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -32,32 +32,10 @@ from bot.store.reports import (
     to_csv,
     usd_exact,
 )
+from tests.conftest import NOW, Clock
 
-NOW = dt.datetime(2026, 11, 24, 10, 30, tzinfo=dt.UTC)  # a Tuesday
 NOV = dt.date(2026, 11, 1)
 DEC = dt.date(2026, 12, 1)
-
-
-class Clock:
-    """A settable clock for the ledger and the reports."""
-
-    def __init__(self, now: dt.datetime = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "data" / "easel.db")
-    yield database
-    await database.close()
 
 
 @pytest.fixture
