@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from bot.catalogue import Catalogue
+from bot.config import Settings
 from bot.store.db import Database
 from tests.tracking import TrackingTransport
 
@@ -127,3 +128,15 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     database = await Database.open(tmp_path / "data" / "easel.db")
     yield database
     await database.close()
+
+
+SETTING_NAMES = tuple(str(field.validation_alias) for field in Settings.model_fields.values())
+"""Every environment variable Easel reads."""
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No Easel, OpenAI or Discord variable from the outside, and the test's own folder as the working dir."""
+    for name in SETTING_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)

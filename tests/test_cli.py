@@ -14,16 +14,12 @@ from PIL import Image
 
 from bot.cli import main
 from bot.config import Settings
+from tests.conftest import SETTING_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
-_ALL = [str(f.validation_alias) for f in Settings.model_fields.values()]
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in _ALL:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def png_file(path: Path, size: tuple[int, int] = (256, 256), mode: str = "RGB") -> Path:
@@ -197,7 +193,7 @@ def test_rejected_token_is_one_line(tmp_path: Path) -> None:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        env = {k: v for k, v in os.environ.items() if k not in _ALL}
+        env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
         env.update(
             PYTHONPATH=str(ROOT),
             DISCORD_TOKEN="not-a-real-token",
@@ -227,7 +223,7 @@ def test_rejected_token_is_one_line(tmp_path: Path) -> None:
 
 def test_real_process_prints_no_traceback(tmp_path: Path) -> None:
     """`python -m bot` as a subprocess: an expected error is one stderr line, exit 2."""
-    env = {k: v for k, v in os.environ.items() if k not in _ALL}
+    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
     env["PYTHONPATH"] = str(ROOT)
     done = subprocess.run(
         [sys.executable, "-m", "bot", "--provider", "mock", "imagine", "x", "--quality", "ultra"],

@@ -7,16 +7,8 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from bot.config import Settings
 
-_ALL = [str(f.validation_alias) for f in Settings.model_fields.values()]
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in _ALL:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -14,20 +14,14 @@ import pytest
 from PIL import Image
 
 from bot.cli import main
-from bot.config import Settings
 from bot.store.db import Database
 from bot.store.ledger import JobDraft, Ledger
 from bot.store.reports import CSV_COLUMNS
 
-_ALL = [str(f.validation_alias) for f in Settings.model_fields.values()]
 NOV = dt.datetime(2026, 11, 10, 12, 0, tzinfo=dt.UTC)
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in _ALL:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -6,17 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import Settings, load_settings
+from bot.config import load_settings
 from bot.errors import ConfigError
+from tests.conftest import SETTING_NAMES
 
-_ALL = [str(f.validation_alias) for f in Settings.model_fields.values()]
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in _ALL:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def test_defaults() -> None:
@@ -139,7 +133,7 @@ def test_azure_deployments_parse(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_env_example_documents_every_variable() -> None:
     """.env.example names every setting Easel reads."""
     example = (Path(__file__).parent.parent / ".env.example").read_text()
-    missing = [name for name in _ALL if name not in example]
+    missing = [name for name in SETTING_NAMES if name not in example]
     assert missing == []
 
 

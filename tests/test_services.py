@@ -16,14 +16,7 @@ from bot.config import Settings
 from bot.errors import ConfigError, InvalidOption
 from bot.services import build_provider, open_core
 
-_ALL = [str(f.validation_alias) for f in Settings.model_fields.values()]
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in _ALL:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def settings(**values: object) -> Settings:
