@@ -1,0 +1,890 @@
+"""Benchmark the bot end to end: a real EaselBot on simcord's simulated Discord, with the mock provider.
+
+    python bench/bot.py              # 200-interaction burst, 20 single jobs, 100 jobs at 2 s latency (~1 min)
+    python bench/bot.py --quick      # 50-interaction burst, 5 single jobs, the same 100 jobs
+    python bench/bot.py --profile    # also: each case's time by piece, GC pauses, slowest loop callbacks
+    python bench/bot.py --gc-freeze  # call gc.freeze() once the bot has started (a proposal, not what ships)
+
+The bot runs as in production (`workers="process"`, every extension, commands synced, data in a temporary
+folder) and simcord stands in for Discord. Every figure is real wall time (`time.perf_counter`): simcord's
+virtual clock is left alone, and the mock provider's latency runs on a real timer. See bench/README.md.
+
+Heavy imports (discord.py, simcord, the bot) happen inside functions, not at the top: each image worker
+process re-imports this script, and should carry no more than the bot's own workers do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import contextvars
+import cProfile
+import functools
+import gc
+import io
+import logging
+import os
+import platform
+import pstats
+import resource
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import types
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+if TYPE_CHECKING:
+    import simcord
+
+    from bot.api.mock import MockProvider
+    from bot.app import EaselBot
+    from bot.config import Settings
+
+MiB = 1024 * 1024
+SIZE = "1024x1024"
+DONE_TIMEOUT = 900.0
+"""Seconds a case may take before the bench gives up on it."""
+REAL_MONOTONIC = time.monotonic
+"""The real clock, taken before simcord replaces `time.monotonic` with its virtual one."""
+
+
+@dataclass(frozen=True)
+class Options:
+    quick: bool = False
+    profile: bool = False
+    gc_freeze: bool = False
+
+
+# --- measuring ----------------------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], share: float) -> float:
+    """The `share` quantile (0-1) of `values`, by the nearest-rank method."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(share * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+@dataclass
+class Probe:
+    """Timestamps per interaction (dispatched, deferred, finished), per job, and per piece of a job."""
+
+    dispatched: dict[int, float] = field(default_factory=dict)
+    deferred: dict[int, float] = field(default_factory=dict)
+    finished: dict[int, float] = field(default_factory=dict)
+    provider: dict[int, float] = field(default_factory=dict)
+    """Interaction id → seconds the provider took for its job (`ImageResult.provider_ms`)."""
+    job_of: dict[int, int] = field(default_factory=dict)
+    waited: dict[int, float] = field(default_factory=dict)
+    """Job id → seconds between asking the JobQueue for a slot and getting it."""
+    failed: set[int] = field(default_factory=set)
+    pieces: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    """Label → the wall time of every call of that piece (see `instrumented`)."""
+    expected: int = 0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def finish(self, interaction_id: int, *, ok: bool) -> None:
+        self.finished[interaction_id] = time.perf_counter()
+        if not ok:
+            self.failed.add(interaction_id)
+        if len(self.finished) >= self.expected:
+            self.done.set()
+
+    def defer(self, ids: Sequence[int]) -> list[float]:
+        """Seconds from INTERACTION_CREATE to the type-5 callback reaching (fake) Discord."""
+        return [self.deferred[i] - self.dispatched[i] for i in ids if i in self.deferred]
+
+    def total(self, interaction_id: int) -> float:
+        """Seconds from INTERACTION_CREATE to the end of `Renderer.run`: the result is posted and recorded."""
+        return self.finished[interaction_id] - self.dispatched[interaction_id]
+
+    def wait(self, interaction_id: int) -> float:
+        job = self.job_of.get(interaction_id)
+        return self.waited.get(job, 0.0) if job is not None else 0.0
+
+    def done_ok(self, ids: Sequence[int]) -> list[int]:
+        return [i for i in ids if i in self.finished and i not in self.failed and i in self.provider]
+
+    def overheads(self, ids: Sequence[int]) -> list[float]:
+        """Per successful job: its total time, less the provider's time and its wait for a queue slot."""
+        return [self.total(i) - self.provider[i] - self.wait(i) for i in self.done_ok(ids)]
+
+
+class StampedLog(list):  # type: ignore[type-arg]
+    """simcord's HTTP log, kept empty: it notes when each interaction's type-5 ("thinking…") callback arrives."""
+
+    def __init__(self, probe: Probe) -> None:
+        super().__init__()
+        self._probe = probe
+        self.requests = 0
+
+    def append(self, entry: Any) -> None:
+        now = time.perf_counter()
+        self.requests += 1
+        if entry.method == "POST" and entry.path.endswith("/callback") and (entry.json or {}).get("type") == 5:
+            # /interactions/{id}/{token}/callback
+            self._probe.deferred.setdefault(int(entry.path.split("/")[2]), now)
+
+
+class NullLog(list):  # type: ignore[type-arg]
+    """simcord's transcript, kept empty."""
+
+    def append(self, entry: Any) -> None:
+        pass
+
+
+class ForgetfulBlobs(dict):  # type: ignore[type-arg]
+    """simcord's fake CDN, counting what is uploaded instead of keeping it (Discord keeps it, not the bot)."""
+
+    uploaded = 0
+
+    def __setitem__(self, url: str, data: bytes) -> None:
+        self.uploaded += len(data)
+
+
+class LagMeter:
+    """The longest the event loop went without running a 1 ms ticker, less the 1 ms."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self.gaps: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+        self._running = False
+
+    async def _tick(self) -> None:
+        last = time.perf_counter()
+        while self._running:
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            gap = now - last - 0.001
+            self.gaps.append(gap)
+            self.worst = max(self.worst, gap)
+            last = now
+
+    def start(self) -> None:
+        self._running = True
+        self._task = asyncio.create_task(self._tick())
+
+    async def stop(self) -> None:
+        self._running = False
+        if self._task is not None:
+            await self._task
+
+
+class LoopWatch:
+    """For --profile: the event loop's slowest callbacks, and every pause of the garbage collector."""
+
+    def __init__(self) -> None:
+        self.slow: list[tuple[float, str]] = []
+        self.pauses: dict[int, list[float]] = defaultdict(list)
+        self._began = 0.0
+
+    def _collecting(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.pauses[info["generation"]].append(time.perf_counter() - self._began)
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        original = asyncio.events.Handle._run
+        slow = self.slow
+
+        def run(handle: asyncio.Handle) -> None:
+            start = time.perf_counter()
+            try:
+                original(handle)
+            finally:
+                took = time.perf_counter() - start
+                if took > 0.005:
+                    slow.append((took, _describe(handle)))
+
+        asyncio.events.Handle._run = run  # type: ignore[method-assign,assignment]
+        gc.callbacks.append(self._collecting)
+        try:
+            yield
+        finally:
+            gc.callbacks.remove(self._collecting)
+            asyncio.events.Handle._run = original  # type: ignore[method-assign]
+
+    def summary(self) -> list[str]:
+        lines = []
+        for generation in sorted(self.pauses):
+            pauses = self.pauses[generation]
+            lines.append(
+                f"- GC generation {generation}: {len(pauses)} collections, longest {ms(max(pauses))}, "
+                f"median {ms(statistics.median(pauses))}"
+            )
+        worst = sorted(self.slow, reverse=True)[:5]
+        if worst:
+            lines.append("- slowest event-loop callbacks: " + "; ".join(f"{ms(took)} {what}" for took, what in worst))
+        return lines
+
+
+def _describe(handle: asyncio.Handle) -> str:
+    """What a loop callback runs: a task's coroutine, or the function (unwrapped from simcord's tracking)."""
+    callback = getattr(handle, "_callback", None)
+    callback = getattr(callback, "__simcord_original_callback__", callback)
+    owner = getattr(callback, "__self__", None)
+    if isinstance(owner, asyncio.Task):
+        coro = owner.get_coro()
+        return f"step of {getattr(coro, '__qualname__', type(coro).__name__)}"
+    return str(getattr(callback, "__qualname__", type(callback).__name__))
+
+
+def _descendants(root: int) -> list[int]:
+    """`root` and every process below it, from /proc (just `root` off Linux)."""
+    parents: dict[int, list[int]] = defaultdict(list)
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return [root]
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{name}/stat").read_text()
+        except OSError:
+            continue
+        parents[int(stat.rsplit(")", 1)[1].split()[1])].append(int(name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(parents.get(pid, ()))
+    return found
+
+
+def _kib(pid: int, name: str, key: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class MemorySampler:
+    """Every 100 ms, in a thread: this process's RSS, and the PSS of it and its image workers together.
+
+    PSS (proportional set size) splits the pages forked workers share among them, so the sum is what the
+    processes use together; a sum of RSS counts the shared libraries once per worker.
+    """
+
+    def __init__(self) -> None:
+        self.peak_rss = 0
+        self.peak_tree_pss = 0
+        self.peak_tree_rss = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pids: list[int] = []
+
+    def sample(self) -> None:
+        self.peak_rss = max(self.peak_rss, _kib(os.getpid(), "status", "VmRSS:") * 1024)
+        self.peak_tree_pss = max(self.peak_tree_pss, sum(_kib(p, "smaps_rollup", "Pss:") for p in self._pids) * 1024)
+        self.peak_tree_rss = max(self.peak_tree_rss, sum(_kib(p, "status", "VmRSS:") for p in self._pids) * 1024)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self.sample()
+
+    def start(self) -> None:
+        # The pool's processes are all up once the bot has started (and stay, unless one dies).
+        self._pids = _descendants(os.getpid())
+        self._thread = threading.Thread(target=self._run, name="bench-memory", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.sample()
+
+    @property
+    def processes(self) -> int:
+        return len(self._pids)
+
+
+def busy_share(seconds: float = 1.0) -> float | None:
+    """The share of all CPUs busy over the next `seconds`, from /proc/stat (None off Linux)."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields[:8]) - idle, sum(fields[:8])
+
+    try:
+        busy0, total0 = sample()
+        time.sleep(seconds)
+        busy1, total1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return (busy1 - busy0) / max(1, total1 - total0)
+
+
+# --- hooks (bench only: they time what the bot does, never change it) ---------------------------------------
+
+
+@contextlib.contextmanager
+def multiprocessing_on_the_real_clock() -> Iterator[None]:
+    """Give `multiprocessing.connection` the real `time.monotonic` while simcord runs.
+
+    simcord replaces `time.monotonic` process-wide and, for code running as the bot, returns its virtual
+    clock, which stands still. `multiprocessing.connection.wait(timeout=0)` then never times out, so when
+    the process pool starts its second worker, `Process.start()` polls the first one forever (100% CPU, no
+    progress): `EaselBot(workers="process")` cannot start under simcord 3.2.1 without this.
+    """
+    import multiprocessing.connection as connection
+
+    clock = types.SimpleNamespace(**{name: getattr(time, name) for name in dir(time) if not name.startswith("__")})
+    clock.monotonic = REAL_MONOTONIC
+    namespace = vars(connection)
+    original = namespace["time"]
+    namespace["time"] = clock
+    try:
+        yield
+    finally:
+        namespace["time"] = original
+
+
+def _timed(stack: contextlib.ExitStack, owner: Any, name: str, into: list[float]) -> None:
+    """Wrap the coroutine function `owner.name` to append each call's wall time to `into`; undone by `stack`."""
+    original = getattr(owner, name)
+
+    @functools.wraps(original)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return await original(*args, **kwargs)
+        finally:
+            into.append(time.perf_counter() - start)
+
+    setattr(owner, name, wrapper)
+    stack.callback(setattr, owner, name, original)
+
+
+@contextlib.contextmanager
+def instrumented(probe: Probe) -> Iterator[None]:
+    """Time every /imagine job through `Renderer.run` and the queue, and each step of a job."""
+    import discord
+
+    import cogs.render
+    from bot.imaging.pool import ImageWorkers
+    from bot.queue import JobQueue
+    from bot.store.images import ImageStore
+    from bot.store.ledger import Ledger
+    from cogs.render import Renderer
+
+    with contextlib.ExitStack() as stack:
+        original_run = Renderer.run
+
+        async def run(self: Renderer, interaction: Any, who: Any, work: Any, **options: Any) -> Any:
+            async def measured(on_partial: Any) -> Any:
+                outcome = await work(on_partial)
+                probe.provider[interaction.id] = outcome.result.provider_ms / 1000
+                probe.job_of[interaction.id] = outcome.job_id
+                return outcome
+
+            message = None
+            try:
+                message = await original_run(self, interaction, who, measured, **options)
+                return message
+            finally:
+                probe.finish(interaction.id, ok=message is not None)
+
+        Renderer.run = run  # type: ignore[method-assign]
+        stack.callback(setattr, Renderer, "run", original_run)
+
+        original_slot = JobQueue.slot
+
+        @contextlib.asynccontextmanager
+        async def slot(self: JobQueue, job_id: int, *args: Any, **kwargs: Any) -> AsyncIterator[None]:
+            start = time.perf_counter()
+            async with original_slot(self, job_id, *args, **kwargs):
+                probe.waited[job_id] = probe.waited.get(job_id, 0.0) + time.perf_counter() - start
+                yield
+
+        JobQueue.slot = slot  # type: ignore[method-assign]
+        stack.callback(setattr, JobQueue, "slot", original_slot)
+
+        for owner, name, label in (
+            (discord.InteractionResponse, "defer", "defer (type-5 callback)"),
+            (Renderer, "announce", "announce: budget status + progress edit"),
+            (Ledger, "reserve", "ledger: reserve"),
+            (Ledger, "start", "ledger: start"),
+            (Ledger, "settle", "ledger: settle"),
+            (ImageStore, "save", "image store: save (hash, write + fsync, rows)"),
+            (ImageWorkers, "fit_and_grid", "fit + grid (process pool)"),
+            (ImageWorkers, "fit", "fit (process pool)"),
+            (Ledger, "job", "ledger: job lookup"),
+            (Renderer, "_result_embed", "result embed (budget status)"),
+            (Renderer, "_send", "upload: edit_original_response"),
+            (Renderer, "_attach", "image store: attach (a write per image)"),
+            (cogs.render, "add_result_reactions", "add 🔁 and 🚩"),
+        ):
+            _timed(stack, owner, name, probe.pieces[label])
+        yield
+
+
+@contextlib.contextmanager
+def dispatch_only(env: simcord.Env) -> Iterator[None]:
+    """Make simcord's actor verbs return as soon as INTERACTION_CREATE is emitted, without settling.
+
+    Each verb still yields to the loop once, so a burst arrives as back-to-back gateway events that the
+    bot's tasks interleave with, not as one block the loop cannot break.
+    """
+
+    async def no_settle(**_options: Any) -> None:
+        await asyncio.sleep(0)
+
+    env._settle_internal = no_settle  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del env._settle_internal
+
+
+async def real_sleep(seconds: float) -> None:
+    """asyncio.sleep on a timer simcord does not virtualise: the mock provider's latency, in real time.
+
+    simcord ties a bot's timers to its virtual clock, which a timer's real deadline moves only once the
+    whole bot is idle; with 100 jobs in flight that would stretch every wait by the other jobs' work.
+    Scheduled from an empty context, the timer is the event loop's own.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not future.done():
+            future.set_result(None)
+
+    handle = contextvars.Context().run(loop.call_later, seconds, wake)
+    try:
+        await future
+    finally:
+        handle.cancel()
+
+
+class RenderCache:
+    """Memoise the mock's drawing (`bot.api.mock._render`), so a second pass spends only the latency.
+
+    A real provider draws on its own machines; the mock draws in threads of the bot's process (~45 ms of
+    CPU a 1024² image, mostly holding the GIL), which on 2 CPUs would be most of what a 100-job case measures.
+    """
+
+    def __init__(self) -> None:
+        self.misses = 0
+        self._store: dict[tuple[Any, ...], Any] = {}
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        import bot.api.mock as mock
+
+        original = mock._render
+
+        def render(job: Any, index: int, partials: int) -> Any:
+            key = (job, index, partials)
+            if key not in self._store:
+                self.misses += 1
+                self._store[key] = original(job, index, partials)
+            return self._store[key]
+
+        mock._render = render
+        try:
+            yield
+        finally:
+            mock._render = original
+
+
+# --- running the bot ------------------------------------------------------------------------------------------
+
+
+def bench_settings(data_dir: Path, **caps: int) -> Settings:
+    from pydantic import SecretStr
+
+    from bot.config import Settings
+
+    fields: dict[str, Any] = {
+        "discord_token": SecretStr("simcord-token"),
+        "provider": "mock",
+        "data_dir": data_dir,
+        **caps,
+    }
+    return Settings(_env_file=None, **fields)
+
+
+@dataclass
+class World:
+    env: simcord.Env
+    bot: EaselBot
+    probe: Probe
+    seats: list[tuple[simcord.MemberActor, simcord.ChannelHandle]]
+    """Each member, and the channel of their server they ask in."""
+
+
+@contextlib.asynccontextmanager
+async def running_bot(
+    provider: MockProvider, options: Options, *, users: int, guilds: int, **caps: int
+) -> AsyncIterator[World]:
+    """A production-like EaselBot (process pool, every extension) on simcord, `users` members over `guilds`."""
+    import simcord
+
+    from bot.app import EaselBot
+    from bot.services import open_core
+
+    @contextlib.asynccontextmanager
+    async def open_services(settings: Settings) -> AsyncIterator[Any]:
+        async with open_core(settings, recover=True) as core:
+            core.images.provider = provider
+            yield core
+
+    with tempfile.TemporaryDirectory(prefix="easel-bench-") as folder:
+        bot = EaselBot(bench_settings(Path(folder) / "data", **caps), workers="process", open_services=open_services)
+        probe = Probe()
+        try:
+            async with simcord.run(bot, settle_timeout=60.0) as env:
+                # Start the database writer from here, not from a handler (see tests/bot_discord/test_imagine.py).
+                await bot.core.db.write("SELECT 1")
+                # What simcord keeps for tests (logs, every uploaded file) is not the bot's memory: drop it.
+                env.backend.http_requests = StampedLog(probe)
+                env.backend.transcript = NullLog()
+                env.backend.cdn._blobs = ForgetfulBlobs()
+                env._register_dispatch_observer(
+                    lambda record: probe.dispatched.setdefault(record.id, time.perf_counter())
+                )
+                seats = []
+                for g in range(guilds):
+                    guild = env.create_guild(f"Guild {g}")
+                    channel = guild.create_text_channel("art")
+                    for u in range(g, users, guilds):
+                        seats.append((guild.add_member(env.create_user(f"user{u}")), channel))
+                if options.gc_freeze:
+                    gc.freeze()
+                try:
+                    with instrumented(probe):
+                        yield World(env, bot, probe, seats)
+                    await env.settle(timeout=60.0)
+                finally:
+                    if options.gc_freeze:
+                        gc.unfreeze()
+        finally:
+            await bot.close()
+
+
+async def burst(world: World, count: int, prompt: Callable[[int], str], **options: Any) -> list[int]:
+    """`count` /imagine, one per member in turn, back to back; returns once every result is posted."""
+    probe = world.probe
+    before = set(probe.dispatched)
+    probe.expected = len(probe.finished) + count
+    probe.done.clear()
+    with dispatch_only(world.env):
+        for i in range(count):
+            member, channel = world.seats[i % len(world.seats)]
+            await member.slash(channel, "imagine", prompt=prompt(i), **options)
+    await asyncio.wait_for(probe.done.wait(), DONE_TIMEOUT)
+    return [i for i in probe.dispatched if i not in before]
+
+
+# --- cases ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    case: str
+    measured: str
+    target: str = "—"
+    ok: bool | None = None
+
+    def cells(self) -> list[str]:
+        verdict = "—" if self.ok is None else "pass" if self.ok else "**FAIL**"
+        return [self.case, self.measured, self.target, verdict]
+
+
+@dataclass
+class Result:
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """Markdown printed after the table with --profile."""
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms" if seconds < 0.1 else f"{seconds * 1000:,.0f} ms"
+
+
+def mib(size: int) -> str:
+    return f"{size / MiB:.0f} MiB"
+
+
+def uploaded_bytes(env: simcord.Env) -> int:
+    """Bytes the bot uploaded to (fake) Discord."""
+    blobs = env.backend.cdn._blobs
+    return blobs.uploaded if isinstance(blobs, ForgetfulBlobs) else sum(len(blob) for blob in blobs.values())
+
+
+def breakdown(title: str, probe: Probe, ids: Sequence[int]) -> str:
+    """Where the jobs' time went: every piece's total over the jobs, its longest call, its calls per job."""
+    done = probe.done_ok(ids)
+    jobs = len(done)
+    providers = [probe.provider[i] for i in done]
+    lines = [
+        f"{title} ({jobs} jobs; pieces nest, and overlap when jobs run together):",
+        "",
+        "| piece | per job (mean) | longest call | calls per job |",
+        "|---|---:|---:|---:|",
+        f"| whole job: INTERACTION_CREATE → result posted | {ms(statistics.mean(probe.total(i) for i in done))} | "
+        f"{ms(max(probe.total(i) for i in done))} | 1 |",
+        f"| provider (`provider_ms`, preview edits included) | {ms(statistics.mean(providers))} | "
+        f"{ms(max(providers))} | 1 |",
+        f"| wait for a queue slot | {ms(statistics.mean(probe.wait(i) for i in done))} | "
+        f"{ms(max(probe.wait(i) for i in done))} | 1 |",
+    ]
+    for label, times in probe.pieces.items():
+        if times:
+            lines.append(f"| {label} | {ms(sum(times) / jobs)} | {ms(max(times))} | {len(times) / jobs:.1f} |")
+    overheads = probe.overheads(done)
+    lines.append(
+        f"| **bot overhead** (whole − provider − queue wait) | **{ms(statistics.mean(overheads))}** | "
+        f"{ms(max(overheads))} | |"
+    )
+    return "\n".join(lines)
+
+
+async def burst_case(count: int, options: Options) -> Result:
+    """`count` /imagine (n=4, 1024²) from distinct members in one burst, production caps, the mock drawing."""
+    from bot.api.mock import MockProvider
+
+    print(f"burst: {count} × /imagine n=4 {SIZE}...", file=sys.stderr)
+    lag, memory, watch = LagMeter(), MemorySampler(), LoopWatch()
+    guilds = 10
+    async with running_bot(MockProvider(), options, users=count, guilds=guilds) as world:
+        memory.start()
+        with watch.watching() if options.profile else contextlib.nullcontext():
+            lag.start()
+            start = time.perf_counter()
+            ids = await burst(world, count, lambda i: f"burst {i}: a red fox in the snow", n=4, size=SIZE)
+            wall = time.perf_counter() - start
+            await lag.stop()
+        memory.stop()
+        probe = world.probe
+        uploaded = uploaded_bytes(world.env)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    defers = probe.defer(ids)
+    overheads = probe.overheads(ids)
+    failed = len(probe.failed)
+    p99 = percentile(defers, 0.99)
+    name = f"burst: {count} × /imagine (n=4, {SIZE}), {count} members in {guilds} servers, default caps"
+    result = Result(
+        rows=[
+            Row(f"{name}: every result posted", f"{wall:.1f} s, {failed} failed", "no failure", failed == 0),
+            Row("… time to defer, p50", ms(statistics.median(defers))),
+            Row("… time to defer, p99", ms(p99), "≤ 50 ms", p99 <= 0.05),
+            Row("… time to defer, max", ms(max(defers))),
+            Row(
+                "… bot overhead per job (less provider and queue wait), median / p90",
+                f"{ms(statistics.median(overheads))} / {ms(percentile(overheads, 0.9))}",
+            ),
+            Row("… event loop, worst lag", ms(lag.worst), "≤ 25 ms", lag.worst <= 0.025),
+            Row("… event loop, lag at p99.9 of 1 ms ticks", ms(percentile(lag.gaps, 0.999))),
+            Row(
+                "… peak RSS, bot process (ru_maxrss)",
+                f"{mib(rss)} (sampled: {mib(memory.peak_rss)})",
+                "≤ 250 MiB",
+                rss <= 250 * MiB,
+            ),
+            Row(
+                f"… peak memory, bot + image workers ({memory.processes} processes, sum of PSS)",
+                f"{mib(memory.peak_tree_pss)} (sum of RSS: {mib(memory.peak_tree_rss)})",
+                "≤ 250 MiB",
+                memory.peak_tree_pss <= 250 * MiB,
+            ),
+            Row("… uploaded to Discord (simcord counts it, keeps none of it)", mib(uploaded)),
+        ]
+    )
+    if options.profile:
+        result.notes.append(breakdown(f"Burst of {count}: where the time went", probe, ids))
+        result.notes.append("\n".join(["Burst, event loop:", "", *watch.summary()]))
+    return result
+
+
+async def single_case(count: int, options: Options) -> Result:
+    """`count` /imagine (n=4, 1024²) one after another on an idle bot, without latency."""
+    from bot.api.mock import MockProvider
+
+    print(f"one at a time: {count} × /imagine n=4 {SIZE}...", file=sys.stderr)
+    result = Result()
+    async with running_bot(MockProvider(), options, users=1, guilds=1) as world:
+        probe = world.probe
+        await burst(world, 1, lambda _: "warm-up: a red fox", n=4, size=SIZE)
+        await world.env.settle(timeout=60.0)
+        for times in probe.pieces.values():
+            times.clear()
+        ids: list[int] = []
+        for i in range(count):
+            ids += await burst(world, 1, functools.partial(single_prompt, i), n=4, size=SIZE)
+            await world.env.settle(timeout=60.0)
+        overheads = probe.overheads(ids)
+        failed = len([i for i in ids if i in probe.failed])
+        median = statistics.median(overheads)
+        result.rows += [
+            Row(
+                f"one at a time: {count} × /imagine (n=4, {SIZE}), no latency: bot overhead per job, median / max",
+                f"{ms(median)} / {ms(max(overheads))}" + (f", {failed} failed" if failed else ""),
+                "≤ 100 ms",
+                median <= 0.1 and not failed,
+            ),
+            Row(
+                "… the provider's time (the mock drawing 4 images), median",
+                ms(statistics.median(probe.provider[i] for i in ids)),
+            ),
+            Row("… time to defer, median", ms(statistics.median(probe.defer(ids)))),
+        ]
+        if options.profile:
+            result.notes.append(breakdown("One job at a time: where the time went", probe, ids))
+            print("cProfile of one more job...", file=sys.stderr)
+            profiler = cProfile.Profile()
+            profiler.enable()
+            await burst(world, 1, lambda _: "profiled: a red fox", n=4, size=SIZE)
+            profiler.disable()
+            out = io.StringIO()
+            pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(12)
+            result.notes.append(
+                f"cProfile of one job, event loop thread, by own time:\n\n```\n{_trim(out.getvalue())}```"
+            )
+    return result
+
+
+def single_prompt(job: int, _index: int) -> str:
+    return f"single {job}: a red fox in the snow"
+
+
+def _trim(text: str) -> str:
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if "ncalls" in line), 0)
+    return "\n".join([line for line in lines[:start] if "function calls" in line] + lines[start:]).rstrip() + "\n"
+
+
+async def throughput_case(count: int, latency: float, options: Options) -> Result:
+    """`count` jobs at `latency` s each with caps that let them all run at once: drawn, then pre-drawn."""
+    from bot.api.mock import MockProvider
+
+    caps = {"max_running": count, "max_per_guild": count}
+    cache = RenderCache()
+    result = Result()
+    with cache.installed():
+        for drawn in (True, False):
+            what = "the mock drawing every image" if drawn else "images pre-drawn (provider = latency only)"
+            print(f"{count} jobs at {latency:g} s, {what}...", file=sys.stderr)
+            lag, watch = LagMeter(), LoopWatch()
+            provider = MockProvider(latency=latency, sleep=real_sleep)
+            async with running_bot(provider, options, users=count, guilds=1, **caps) as world:
+                misses = cache.misses
+                with watch.watching() if options.profile and not drawn else contextlib.nullcontext():
+                    lag.start()
+                    start = time.perf_counter()
+                    ids = await burst(world, count, lambda i: f"throughput {i}: a fox", size=SIZE)
+                    wall = time.perf_counter() - start
+                    await lag.stop()
+                probe = world.probe
+                misses = cache.misses - misses
+            failed = len(probe.failed)
+            name = (
+                f"{count} × /imagine (n=1, {SIZE}) at {latency:g} s latency, "
+                f"EASEL_MAX_RUNNING={count}, EASEL_MAX_PER_GUILD={count}, {what}: every result posted"
+            )
+            if drawn:
+                result.rows.append(Row(name, f"{wall:.2f} s" + (f", {failed} failed" if failed else "")))
+                continue
+            defers, overheads = probe.defer(ids), probe.overheads(ids)
+            result.rows += [
+                Row(
+                    name,
+                    f"{wall:.2f} s"
+                    + (f", {failed} failed" if failed else "")
+                    + (f" ({misses} drawn)" if misses else ""),
+                    f"≤ {latency + 0.5:g} s",
+                    wall <= latency + 0.5 and not failed,
+                ),
+                Row("… time to defer, p50 / p99", f"{ms(statistics.median(defers))} / {ms(percentile(defers, 0.99))}"),
+                Row(
+                    "… bot overhead per job (total − provider), median / max",
+                    f"{ms(statistics.median(overheads))} / {ms(max(overheads))}",
+                ),
+                Row("… event loop, worst lag", ms(lag.worst), "≤ 25 ms", lag.worst <= 0.025),
+            ]
+            if options.profile:
+                result.notes.append(
+                    breakdown(f"{count} jobs at {latency:g} s, pre-drawn: where the time went", probe, ids)
+                )
+                result.notes.append("\n".join([f"{count} jobs at {latency:g} s, event loop:", "", *watch.summary()]))
+    return result
+
+
+async def run(options: Options) -> Result:
+    everything = Result()
+    with multiprocessing_on_the_real_clock():
+        for part in (
+            await burst_case(50 if options.quick else 200, options),
+            await single_case(5 if options.quick else 20, options),
+            await throughput_case(100, 2.0, options),
+        ):
+            everything.rows += part.rows
+            everything.notes += part.notes
+    return everything
+
+
+def table(rows: Sequence[Row]) -> str:
+    header = ["case", "measured", "target", "result"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a 50-interaction burst and 5 single jobs")
+    parser.add_argument("--profile", action="store_true", help="also: time by piece, GC pauses, slow callbacks")
+    parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() once the bot has started")
+    args = parser.parse_args()
+    options = Options(quick=args.quick, profile=args.profile, gc_freeze=args.gc_freeze)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("discord").setLevel(logging.ERROR)  # no voice support, no guilds intent: as intended
+
+    import discord
+    import PIL
+    import simcord
+
+    load_before = os.getloadavg()[0]
+    before = busy_share()
+    result = asyncio.run(run(options))
+    after = busy_share()
+    print(
+        f"Python {platform.python_version()}, discord.py {discord.__version__}, simcord {simcord.__version__}, "
+        f"Pillow {PIL.__version__}, {os.cpu_count()} CPUs, {platform.machine()}"
+        + (" · gc.freeze() after start-up" if options.gc_freeze else "")
+    )
+    if before is not None and after is not None:
+        # Other processes inflate every time below; a quiet machine shows a few percent here.
+        print(f"CPU busy with other work: {before:.0%} just before the run, {after:.0%} just after.")
+    print(f"Load average (1 min) before the run: {load_before:.2f}.")
+    print()
+    print(table(result.rows))
+    for note in result.notes:
+        print()
+        print(note)
+    failed = [row.case for row in result.rows if row.ok is False]
+    if failed:
+        print(f"\n{len(failed)} target(s) missed.")
+
+
+if __name__ == "__main__":
+    main()
