@@ -24,6 +24,7 @@ import functools
 import gc
 import io
 import logging
+import math
 import os
 import platform
 import pstats
@@ -70,7 +71,7 @@ class Options:
 def percentile(values: Sequence[float], share: float) -> float:
     """The `share` quantile (0-1) of `values`, by the nearest-rank method."""
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(share * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(share * len(ordered))))
     return ordered[rank - 1]
 
 

@@ -132,13 +132,13 @@ def test_provider_failure_is_exit_1_and_hides_the_key(
     respx_mock: respx.MockRouter, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A 401 from OpenAI: exit 1, one line, the key never echoed."""
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-live-secret-1234567890abcdef")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-live-fake-12345678")
     respx_mock.post("https://api.openai.com/v1/images/generations").mock(
         return_value=httpx.Response(
             401,
             json={
                 "error": {
-                    "message": "Incorrect API key provided: sk-live-secret-1234567890abcdef",
+                    "message": "Incorrect API key provided: sk-live-fake-12345678",
                     "type": "invalid_request_error",
                     "param": None,
                     "code": "invalid_api_key",

@@ -12,7 +12,7 @@ from bot.log import RedactingFilter, redact, register_secrets
 @pytest.mark.parametrize(
     ("text", "secret"),
     [
-        ("Incorrect API key provided: sk-proj-abcdef1234567890", "sk-proj-abcdef1234567890"),
+        ("Incorrect API key provided: sk-proj-fake-1234567", "sk-proj-fake-1234567"),
         ("Authorization: Bearer abc.def.ghi", "abc.def.ghi"),
         ('{"api-key": "0123456789abcdef"}', "0123456789abcdef"),
         ("token MTExMTExMTExMTExMTExMTExMQ.GaBcDe.abcdefghijklmnopqrstuvwxyz0123", "MTExMTExMTExMTExMTExMTExMQ"),

@@ -43,7 +43,7 @@ OPENAI = "https://api.openai.com/v1"
 AZURE = "https://myres.openai.azure.com"
 AZURE_VERSION = "2025-04-01-preview"
 COMPAT = "https://images.example.test/v1"
-KEY = "sk-live-abcdef1234567890"
+KEY = "sk-live-fake-123456"
 
 PNG = images.png(64, 48)
 USAGE = {
