@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import simcord
 
 from bot.app import COMMANDS_HASH_FILE, EaselBot, point_at
@@ -15,6 +17,7 @@ async def test_setup_opens_the_services(simcord_env: simcord.Env, simcord_bot: E
     assert simcord_bot.workers.mode == "thread"
     assert (settings.data_dir / COMMANDS_HASH_FILE).read_text().startswith("global:")
     assert not core.http.is_closed
+    assert gc.get_freeze_count() > 0
 
 
 async def test_close_releases_everything(settings: Settings) -> None:
