@@ -21,6 +21,7 @@ import pytest
 from bot.store.db import Database
 from bot.store.ledger import Ledger, Recovery
 from tests.crash_worker import CRASH_COST, CRASH_ESTIMATE, CRASH_USER, MID_JOBS, MID_USER_PREFIX
+from tests.test_ledger import counters_match_ledger
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 WORKER_TIMEOUT_S = 30.0
@@ -116,22 +117,6 @@ def expected_net(job: dict[str, Any]) -> int:
     """What a job in its cost_state has cost so far: its reservation, its charge, or nothing."""
     state = job["cost_state"]
     return int(job["cost"] if state == "settled" else job["estimate"] if state in ("reserved", "unknown") else 0)
-
-
-async def counters_match_ledger(db: Database) -> None:
-    """Every budget counter equals the net of the ledger rows of the jobs it covers."""
-    rows = await db.fetchall(
-        "SELECT jb.budget_id, jb.subject, jb.period_start, "
-        "SUM(CASE l.kind WHEN 'refund' THEN -l.amount ELSE l.amount END) AS total "
-        "FROM job_budgets jb JOIN ledger l ON l.job_id = jb.job_id GROUP BY 1, 2, 3"
-    )
-    expected = {(r["budget_id"], r["subject"], r["period_start"]): r["total"] for r in rows}
-    stored = {
-        (r["budget_id"], r["subject"], r["period_start"]): r["spent"]
-        for r in await db.fetchall("SELECT * FROM budget_spend")
-        if r["spent"] != 0 or (r["budget_id"], r["subject"], r["period_start"]) in expected
-    }
-    assert stored == expected
 
 
 async def check_books(db: Database) -> Books:
