@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -74,8 +75,9 @@ def test_edit_and_vary_with_mock(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert len(list(tmp_path.glob("EASEL-*.png"))) == 3
 
 
-def test_models_lists_status_and_prices(capsys: pytest.CaptureFixture[str]) -> None:
+def test_models_lists_status_and_prices(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """models shows active models with prices; --all adds shut-down ones with their replacement."""
+    monkeypatch.setattr("bot.cli.utc_today", lambda: dt.date(2026, 11, 20))
     code, out, _ = run(capsys, "models")
     assert code == 0
     assert "gpt-image-2 " in out
@@ -84,6 +86,19 @@ def test_models_lists_status_and_prices(capsys: pytest.CaptureFixture[str]) -> N
     assert "deprecated, shuts down 2026-12-01" in out
     code, out, _ = run(capsys, "models", "--all")
     assert "shut down 2026-05-12 (use gpt-image-2)" in out
+
+
+def test_models_drops_a_model_on_its_shutdown_day(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From 2026-12-01 gpt-image-1.5 is hidden, and --all lists it as shut down with its replacement."""
+    monkeypatch.setattr("bot.cli.utc_today", lambda: dt.date(2026, 12, 1))
+    code, out, _ = run(capsys, "models")
+    assert code == 0
+    assert "gpt-image-1.5" not in out
+    assert "gpt-image-2 " in out
+    code, out, _ = run(capsys, "models", "--all")
+    assert "shut down 2026-12-01 (use gpt-image-2)" in out
 
 
 @pytest.mark.parametrize(
