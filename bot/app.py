@@ -1,6 +1,7 @@
 """The Discord application: the Bot subclass that owns every resource, and `run_bot` to start it.
 
-`setup_hook` opens the core (one HTTP client, one database, the stores; crash recovery runs here), starts
+`setup_hook` opens the core (one HTTP client, one database, the stores; crash recovery runs here: running
+jobs become unknown charges, queued ones stay reserved for `cogs.resume` to run once the bot is ready), starts
 the image workers and the store's clean-up task, loads the cogs from `cogs.EXTENSIONS`, and syncs the
 slash commands only when their definition changed. `close()` unloads the cogs first (so their tasks end
 while the services still work), closes the gateway, then the services in reverse order.
@@ -38,7 +39,7 @@ CoreOpener = Callable[[Settings], AbstractAsyncContextManager[Core]]
 
 @contextlib.asynccontextmanager
 async def _open_core_recovering(settings: Settings) -> AsyncIterator[Core]:
-    async with open_core(settings, recover=True) as core:
+    async with open_core(settings, recover=True, resume_queued=True) as core:
         yield core
 
 

@@ -1,0 +1,176 @@
+"""Restarts on simulated Discord: queued jobs resume and post in their channel, running ones stay unknown.
+
+Each test reserves jobs directly through the first bot's ledger (as /imagine would, before its turn came),
+then restarts the bot on the same database, as a crash and a fresh start would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import discord
+import simcord
+
+from bot.app import EaselBot
+from bot.config import Settings
+from bot.store.ledger import JobDraft, JobKind
+from cogs.resume import NOT_RESUMED
+
+EXTENSIONS = ("cogs.imagine", "cogs.resume")
+ESTIMATE = 42_000
+
+
+def make_bot(settings: Settings) -> EaselBot:
+    return EaselBot(settings, workers="thread", extensions=EXTENSIONS)
+
+
+class World:
+    def __init__(self, env: simcord.Env) -> None:
+        self.env = env
+        self.guild = env.create_guild()
+        self.channel = self.guild.create_text_channel("art")
+        self.alice = self.guild.add_member(env.create_user("alice"))
+
+    async def reserve(
+        self, bot: EaselBot, *, kind: JobKind = "generate", prompt: str = "a red fox", channel_id: int | None = None
+    ) -> int:
+        """A job reserved and left queued, the way a request waiting for its turn is stored."""
+        draft = JobDraft(
+            kind=kind,
+            user_id=str(self.alice.id),
+            guild_id=str(self.guild.id),
+            channel_id=str(channel_id or self.channel.id),
+            model=bot.core.settings.model,
+            provider="mock",
+            n=2,
+            size="1024x1024",
+            quality="low",
+            prompt=prompt,
+        )
+        return await bot.core.ledger.reserve(draft, ESTIMATE)
+
+
+async def ledger_rows(bot: EaselBot, job_id: int) -> list[tuple[str, int]]:
+    rows = await bot.core.db.fetchall("SELECT kind, amount FROM ledger WHERE job_id = ? ORDER BY id", (job_id,))
+    return [(row[0], int(row[1])) for row in rows]
+
+
+async def state(bot: EaselBot, job_id: int) -> tuple[str, str]:
+    job = await bot.core.ledger.job(job_id)
+    assert job is not None
+    return job.status, job.cost_state
+
+
+def mentions(messages: Sequence[discord.Message], user_id: int) -> list[discord.Message]:
+    return [message for message in messages if f"<@{user_id}>" in message.content]
+
+
+async def test_a_queued_job_resumes_and_posts_in_its_channel(settings: Settings) -> None:
+    """After a restart the queued job runs once under its reservation; the result mentions alice, with buttons."""
+    first, second = make_bot(settings), make_bot(settings)
+    try:
+        async with simcord.run(first) as env:
+            world = World(env)
+            job_id = await world.reserve(first)
+            await env.restart_bot(second)
+            await env.settle()
+
+            assert await state(second, job_id) == ("succeeded", "settled")
+            # One reservation, one charge (the mock is free) and its release: never a second reservation.
+            rows = await ledger_rows(second, job_id)
+            assert [kind for kind, _ in rows].count("reserve") == 1
+            assert [kind for kind, _ in rows].count("charge") == 1
+            (posted,) = mentions(world.channel.history(), world.alice.id)
+            assert posted.reference is None
+            assert "before the restart" in posted.content
+            assert [a.filename for a in posted.attachments] == [f"easel_{job_id}_1.png", f"easel_{job_id}_2.png"]
+            assert posted.embeds[0].footer.text == f"Job {job_id}"
+            custom_ids = [child.custom_id for row in posted.components for child in row.children]  # type: ignore[attr-defined]
+            assert f"easel:v:{job_id}:0" in custom_ids
+            assert await second.core.image_store.find_by_message(posted.id) == [(job_id, 0), (job_id, 1)]
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_queued_edit_is_refunded_and_the_user_told(settings: Settings) -> None:
+    """An edit's input images were not kept: it is refunded, and alice reads one sentence saying so."""
+    first, second = make_bot(settings), make_bot(settings)
+    try:
+        async with simcord.run(first) as env:
+            world = World(env)
+            job_id = await world.reserve(first, kind="edit", prompt="add a hat")
+            await env.restart_bot(second)
+            await env.settle()
+
+            assert await state(second, job_id) == ("cancelled", "refunded")
+            (told,) = mentions(world.channel.history(), world.alice.id)
+            assert told.content == f"<@{world.alice.id}> {NOT_RESUMED}"
+            assert not told.attachments
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_running_job_stays_an_unknown_charge(settings: Settings) -> None:
+    """A job running at the restart is not resumed: the crash rule keeps its estimate as an unknown charge."""
+    first, second = make_bot(settings), make_bot(settings)
+    try:
+        async with simcord.run(first) as env:
+            world = World(env)
+            running = await world.reserve(first, prompt="running fox")
+            assert await first.core.ledger.start(running)
+            queued = await world.reserve(first, prompt="queued fox")
+            await env.restart_bot(second)
+            await env.settle()
+
+            assert await state(second, running) == ("failed", "unknown")
+            job = await second.core.ledger.job(running)
+            assert job is not None
+            assert job.cost == ESTIMATE
+            assert await state(second, queued) == ("succeeded", "settled")
+            (posted,) = mentions(world.channel.history(), world.alice.id)
+            assert "queued fox" in posted.content
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_job_whose_channel_is_gone_is_refunded(settings: Settings) -> None:
+    """A queued job for a channel the bot can no longer find is refunded without calling the provider."""
+    first, second = make_bot(settings), make_bot(settings)
+    try:
+        async with simcord.run(first) as env:
+            world = World(env)
+            job_id = await world.reserve(first, channel_id=987654321)
+            await env.restart_bot(second)
+            await env.settle()
+
+            assert await state(second, job_id) == ("cancelled", "refunded")
+            assert mentions(world.channel.history(), world.alice.id) == []
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_job_in_a_channel_closed_to_the_bot_is_refunded_and_told(settings: Settings) -> None:
+    """Where the bot may talk but not attach files, the job is refunded before it runs and alice is told."""
+    first, second = make_bot(settings), make_bot(settings)
+    try:
+        async with simcord.run(first) as env:
+            world = World(env)
+            me = world.guild.me
+            assert me is not None
+            closed = world.guild.create_text_channel(
+                "no-files", overwrites={me: discord.PermissionOverwrite(attach_files=False)}
+            )
+            job_id = await world.reserve(first, channel_id=closed.id)
+            await env.restart_bot(second)
+            await env.settle()
+
+            assert await state(second, job_id) == ("cancelled", "refunded")
+            (told,) = mentions(closed.history(), world.alice.id)
+            assert told.content == f"<@{world.alice.id}> {NOT_RESUMED}"
+    finally:
+        await first.close()
+        await second.close()
