@@ -6,13 +6,19 @@ then restarts the bot on the same database, as a crash and a fresh start would.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 
 import discord
 import simcord
 
+from bot.api.mock import MockProvider
+from bot.api.types import GenerateRequest, ImageResult
 from bot.app import EaselBot
+from bot.catalogue import ModelSpec
 from bot.config import Settings
+from bot.services import Core, open_core
 from bot.store.ledger import JobDraft, JobKind
 from cogs.resume import NOT_RESUMED
 
@@ -174,3 +180,56 @@ async def test_a_job_in_a_channel_closed_to_the_bot_is_refunded_and_told(setting
     finally:
         await first.close()
         await second.close()
+
+
+class Held(MockProvider):
+    """The mock provider, whose calls wait (a declared external wait, so simcord can settle) until released."""
+
+    def __init__(self, env: simcord.Env) -> None:
+        super().__init__()
+        self.env = env
+        self.gate = asyncio.Event()
+        self.calls = 0
+
+    async def generate(self, spec: ModelSpec, req: GenerateRequest) -> ImageResult:
+        self.calls += 1
+        await self.env.external_wait(self.gate.wait(), reason="the image service is working")
+        return await super().generate(spec, req)
+
+
+def held_bot(settings: Settings, provider: Held) -> EaselBot:
+    @contextlib.asynccontextmanager
+    async def open_services(settings: Settings) -> AsyncIterator[Core]:
+        async with open_core(settings, recover=True, resume_queued=True) as core:
+            core.images.provider = provider
+            yield core
+
+    return EaselBot(settings, workers="thread", extensions=EXTENSIONS, open_services=open_services)
+
+
+async def test_closing_the_bot_stops_a_resumed_job_by_the_crash_rule(settings: Settings) -> None:
+    """A resumed job still with the provider when the bot closes is cancelled and kept as an unknown charge."""
+    first = make_bot(settings)
+    second: EaselBot | None = None
+    try:
+        async with simcord.run(first) as env:
+            world = World(env)
+            job_id = await world.reserve(first)
+            provider = Held(env)
+            second = held_bot(settings, provider)
+            await env.restart_bot(second)
+            assert provider.calls == 1
+            # discord.py loads an extension as a fresh module, so the cog's class is not this file's import.
+            assert getattr(second.get_cog("Resume"), "pending", None) == 1
+
+            await second.close()
+
+            async with open_core(settings) as core:
+                job = await core.ledger.job(job_id)
+            assert job is not None
+            assert (job.status, job.cost_state, job.cost) == ("failed", "unknown", ESTIMATE)
+            assert mentions(world.channel.history(), world.alice.id) == []
+    finally:
+        await first.close()
+        if second is not None:
+            await second.close()
