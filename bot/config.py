@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     """Mixed into the hash of user ids sent to the provider; set it to make the hashes unlinkable."""
     download_hosts: str = Field(default="", validation_alias="EASEL_DOWNLOAD_HOSTS")
     """Extra hosts (comma-separated; a leading dot admits subdomains) result images may be fetched from."""
+    channels: str = Field(default="", validation_alias="EASEL_CHANNELS")
+    """Channel ids (comma-separated) where members may use Easel, threads under them included; blank: everywhere."""
     max_download_mb: int = Field(default=50, ge=1, le=500, validation_alias="EASEL_MAX_DOWNLOAD_MB")
     """Largest result image fetched from a URL, in MB."""
     image_retention_days: float = Field(default=90, ge=0, validation_alias="EASEL_IMAGE_RETENTION_DAYS")
@@ -143,6 +145,18 @@ class Settings(BaseSettings):
             raise ValueError(f"DISCORD_GATEWAY_URL must be a ws:// or wss:// URL, got {value!r}")
         return value
 
+    @field_validator("channels")
+    @classmethod
+    def _check_channels(cls, value: str) -> str:
+        parts = [part.strip() for part in value.split(",") if part.strip()]
+        bad = [part for part in parts if not (part.isascii() and part.isdigit() and int(part) > 0)]
+        if bad:
+            raise ValueError(
+                "EASEL_CHANNELS must be channel ids separated by commas, such as 112233445566778899,998877665544332211"
+                f" (in Discord: right-click the channel, Copy Channel ID); {bad[0]!r} is not one"
+            )
+        return ",".join(parts)
+
     @field_validator("provider", mode="before")
     @classmethod
     def _lower_provider(cls, value: object) -> object:
@@ -158,6 +172,10 @@ class Settings(BaseSettings):
 
     def download_host_list(self) -> tuple[str, ...]:
         return tuple(h.strip() for h in self.download_hosts.split(",") if h.strip())
+
+    def channel_ids(self) -> frozenset[int]:
+        """The channels Easel answers in; empty: every channel."""
+        return frozenset(int(part) for part in self.channels.split(",") if part)
 
     def deployment_map(self) -> dict[str, str]:
         pairs = (item.split("=", 1) for item in self.azure_deployments.split(",") if "=" in item)
