@@ -37,8 +37,18 @@ COMMANDS_HASH_FILE = "commands.sha256"
 CoreOpener = Callable[[Settings], AbstractAsyncContextManager[Core]]
 
 
+RESUME_EXTENSION = "cogs.resume"
+"""The extension that runs the jobs a restart left queued; without it they are refunded at start."""
+
+
 @contextlib.asynccontextmanager
 async def _open_core_recovering(settings: Settings) -> AsyncIterator[Core]:
+    async with open_core(settings, recover=True) as core:
+        yield core
+
+
+@contextlib.asynccontextmanager
+async def _open_core_resuming(settings: Settings) -> AsyncIterator[Core]:
     async with open_core(settings, recover=True, resume_queued=True) as core:
         yield core
 
@@ -50,7 +60,7 @@ class EaselBot(commands.Bot):
         self,
         settings: Settings,
         *,
-        open_services: CoreOpener = _open_core_recovering,
+        open_services: CoreOpener | None = None,
         extensions: Sequence[str] = EXTENSIONS,
         workers: Mode = "process",
         sync_commands: bool = True,
@@ -59,8 +69,11 @@ class EaselBot(commands.Bot):
         intents = discord.Intents.default()
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None)
         self.settings = settings
-        self._open_services = open_services
         self._extensions = tuple(extensions)
+        if open_services is None:
+            # Queued jobs stay reserved only when something will run them; otherwise they are refunded.
+            open_services = _open_core_resuming if RESUME_EXTENSION in self._extensions else _open_core_recovering
+        self._open_services = open_services
         self._workers_mode: Mode = workers
         self._sync = sync_commands
         self._stack = contextlib.AsyncExitStack()

@@ -38,15 +38,23 @@ class World:
         self.alice = self.guild.add_member(env.create_user("alice"))
 
     async def reserve(
-        self, bot: EaselBot, *, kind: JobKind = "generate", prompt: str = "a red fox", channel_id: int | None = None
+        self,
+        bot: EaselBot,
+        *,
+        kind: JobKind = "generate",
+        prompt: str = "a red fox",
+        channel_id: int | None = None,
+        user_id: int | None = None,
+        guild_id: str | None = None,
+        model: str | None = None,
     ) -> int:
         """A job reserved and left queued, the way a request waiting for its turn is stored."""
         draft = JobDraft(
             kind=kind,
-            user_id=str(self.alice.id),
-            guild_id=str(self.guild.id),
+            user_id=str(user_id or self.alice.id),
+            guild_id=str(self.guild.id) if guild_id is None else guild_id,
             channel_id=str(channel_id or self.channel.id),
-            model=bot.core.settings.model,
+            model=model or bot.core.settings.model,
             provider="mock",
             n=2,
             size="1024x1024",
@@ -233,3 +241,83 @@ async def test_closing_the_bot_stops_a_resumed_job_by_the_crash_rule(settings: S
         await first.close()
         if second is not None:
             await second.close()
+
+
+async def test_several_queued_jobs_resume_through_the_capped_queue(settings: Settings) -> None:
+    """With one job at a time allowed, three queued jobs of two members all run, each posted once."""
+    settings = settings.model_copy(update={"max_running": 1})
+    first, second = make_bot(settings), make_bot(settings)
+    try:
+        async with simcord.run(first) as env:
+            world = World(env)
+            bob = world.guild.add_member(env.create_user("bob"))
+            jobs = [
+                await world.reserve(first, prompt="fox one"),
+                await world.reserve(first, prompt="fox two"),
+                await world.reserve(first, prompt="bob's owl", user_id=bob.id),
+            ]
+            await env.restart_bot(second)
+            await env.settle()
+
+            for job_id in jobs:
+                assert await state(second, job_id) == ("succeeded", "settled")
+            history = world.channel.history()
+            assert len(mentions(history, world.alice.id)) == 2
+            assert len(mentions(history, bob.id)) == 1
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_job_whose_model_is_gone_is_refunded_and_told(settings: Settings) -> None:
+    """A queued job for a model shut down since cannot run: refunded, and alice is told in one sentence."""
+    first, second = make_bot(settings), make_bot(settings)
+    try:
+        async with simcord.run(first) as env:
+            world = World(env)
+            job_id = await world.reserve(first, model="dall-e-3")
+            await env.restart_bot(second)
+            await env.settle()
+
+            assert (await state(second, job_id))[1] == "refunded"
+            (told,) = mentions(world.channel.history(), world.alice.id)
+            assert told.content == f"<@{world.alice.id}> {NOT_RESUMED}"
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_direct_message_job_resumes_in_the_dm(settings: Settings) -> None:
+    """A job asked for in a direct message is posted back there."""
+    first, second = make_bot(settings), make_bot(settings)
+    try:
+        async with simcord.run(first) as env:
+            world = World(env)
+            carol = env.create_user("carol")
+            dm = carol.dm_channel
+            job_id = await world.reserve(first, guild_id="", channel_id=dm.id, user_id=carol.id)
+            await env.restart_bot(second)
+            await env.settle()
+
+            assert await state(second, job_id) == ("succeeded", "settled")
+            (posted,) = mentions(dm.history(), carol.id)
+            assert len(posted.attachments) == 2
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_without_the_resume_extension_queued_jobs_are_refunded(settings: Settings) -> None:
+    """A bot that does not load cogs.resume refunds queued jobs at start instead of holding them forever."""
+    first = make_bot(settings)
+    second = EaselBot(settings, workers="thread", extensions=("cogs.imagine",))
+    try:
+        async with simcord.run(first) as env:
+            world = World(env)
+            job_id = await world.reserve(first)
+            await env.restart_bot(second)
+
+            assert await state(second, job_id) == ("cancelled", "refunded")
+    finally:
+        await first.close()
+        await second.close()
