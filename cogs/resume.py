@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import discord
@@ -38,14 +39,14 @@ NOT_RESUMED = "your request from before the restart could not be resumed; nothin
 GONE = "Easel restarted and could no longer reach the channel or member that asked; nothing was charged."
 
 
+@dataclass(frozen=True, slots=True)
 class _Target:
     """Where a resumed job's result goes and whom it mentions."""
 
-    def __init__(self, channel: Destination, user: discord.User | discord.Member, *, can_post: bool) -> None:
-        self.channel = channel
-        self.user = user
-        self.can_post = can_post
-        """The bot may post a result there (send, attach files, embed links)."""
+    channel: Destination
+    user: discord.User | discord.Member
+    can_post: bool
+    """The bot may post a result there (send, attach files, embed links)."""
 
 
 class Resume(commands.Cog):
