@@ -8,6 +8,7 @@ while the traceback goes to the log, never to the user. Keys, tokens and raw pro
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 import discord
 from discord import app_commands
@@ -30,6 +31,24 @@ from bot.errors import (
 from bot.log import redact
 
 log = logging.getLogger(__name__)
+
+
+class OutsideChannels(app_commands.CheckFailure):
+    """Used outside the channels EASEL_CHANNELS allows (threads count as their parent channel)."""
+
+    def __init__(self, allowed: Iterable[int]) -> None:
+        super().__init__("used outside the allowed channels")
+        self.allowed = tuple(sorted(allowed))
+
+
+class CannotPost(app_commands.BotMissingPermissions):
+    """Easel lacks a permission it needs to post results in this channel (names as in `discord.Permissions`)."""
+
+
+def _permission_names(names: Iterable[str]) -> str:
+    shown = [name.replace("_", " ").title().replace(" In ", " in ") for name in names]
+    listed = shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+    return f"{listed} permission" + ("" if len(shown) == 1 else "s")
 
 
 def friendly(error: BaseException, *, job_id: int | None = None) -> str:
@@ -59,6 +78,11 @@ def friendly(error: BaseException, *, job_id: int | None = None) -> str:
             return f"🐢 Slow down a little: try again in {error.retry_after:.0f} s."
         case app_commands.MissingPermissions():
             return "🔒 You need the Manage Messages permission for that."
+        case OutsideChannels():
+            return "🚫 I only draw in " + ", ".join(f"<#{channel}>" for channel in error.allowed) + "."
+        case CannotPost():
+            needed = _permission_names(error.missing_permissions)
+            return f"🔒 I need the {needed} in this channel to post images; ask a server admin."
         case app_commands.BotMissingPermissions():
             missing = ", ".join(p.replace("_", " ").title() for p in error.missing_permissions)
             return f"🔒 I need the {missing} permission in this channel; ask a server admin to grant it."

@@ -1,0 +1,148 @@
+"""The gate in front of every command: the right channel, and the permissions to post the result.
+
+Checked before anything is deferred, queued or charged, and answered with one private sentence from
+`cogs.errors.friendly`:
+
+- outside EASEL_CHANNELS (when set) Easel refuses: "🚫 I only draw in <#…>, <#…>." A thread counts as its
+  parent channel, so threads under an allowed channel are allowed too;
+- where Easel lacks Attach Files or Embed Links (every result is files plus an embed), or Send Messages
+  (Send Messages in Threads in a thread) for a public result, it says which permission to grant.
+
+Private results (`private:True`, `preview:True`, clicks on a private message) need no Send Messages: they
+travel as ephemeral interaction followups, which carry files, and after the token's 15 minutes they go by
+direct message, never to the channel. They still need Attach Files and Embed Links, which Discord applies
+to what an app's interaction messages may contain (`app_permissions`). In direct messages the permission
+check is skipped: Discord grants apps Attach Files and Embed Links there.
+
+The setup installs the check on the command tree (`CommandTree.interaction_check`, discord.py's global check
+for slash commands and context menus). Buttons and forms are dispatched by discord.py's view store, not the
+tree: their owners call `admit` (or `guard_problem`) first. Raw reaction handlers call `channel_allowed`.
+A command whose answer is text only opts out of the permission check with `extras={TEXT_ONLY: True}`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot.config import Settings
+from cogs.errors import CannotPost, OutsideChannels, friendly
+
+if TYPE_CHECKING:
+    from bot.app import EaselBot
+
+TEXT_ONLY = "easel_text_only"
+"""A command's `extras` key: true when its answer carries no files or embeds (only the channel is checked)."""
+
+PRIVATE_OPTIONS = ("private", "preview")
+"""Boolean command options that make the answer private."""
+
+Check = Callable[[discord.Interaction[Any]], Coroutine[Any, Any, bool]]
+
+
+def channel_allowed(settings: Settings, channel_id: int | None, parent_id: int | None = None) -> bool:
+    """True when Easel may answer in `channel_id` (or in a thread whose parent is `parent_id`)."""
+    allowed = settings.channel_ids()
+    if not allowed:
+        return True
+    return (channel_id is not None and channel_id in allowed) or (parent_id is not None and parent_id in allowed)
+
+
+def _parent_id(channel: object) -> int | None:
+    return channel.parent_id if isinstance(channel, discord.Thread) else None
+
+
+def _true_options(options: object) -> Iterator[str]:
+    """Names of the boolean options set to true, through subcommand nesting."""
+    if not isinstance(options, list):
+        return
+    for option in options:
+        if not isinstance(option, Mapping):
+            continue
+        if option.get("value") is True:
+            yield str(option.get("name"))
+        yield from _true_options(option.get("options"))
+
+
+def is_private(interaction: discord.Interaction[Any]) -> bool:
+    """Whether the answer will be private: a private option for commands, the message's privacy for clicks."""
+    if interaction.type is discord.InteractionType.application_command:
+        data: Mapping[str, Any] = interaction.data or {}
+        return any(name in PRIVATE_OPTIONS for name in _true_options(data.get("options")))
+    message = interaction.message
+    return message is not None and message.flags.ephemeral
+
+
+def missing_permissions(interaction: discord.Interaction[Any], *, private: bool) -> list[str]:
+    """The permissions Easel lacks here to post a result (`discord.Permissions` names, in the order to ask)."""
+    if interaction.guild_id is None:
+        return []
+    have = interaction.app_permissions
+    needed = ["attach_files", "embed_links"]
+    if not private:
+        needed.insert(
+            0, "send_messages_in_threads" if isinstance(interaction.channel, discord.Thread) else "send_messages"
+        )
+    return [name for name in needed if not getattr(have, name)]
+
+
+def guard_error(
+    interaction: discord.Interaction[Any], settings: Settings, *, posts_results: bool = True
+) -> OutsideChannels | CannotPost | None:
+    """Why Easel must refuse this interaction, or None to go ahead."""
+    if not channel_allowed(settings, interaction.channel_id, _parent_id(interaction.channel)):
+        return OutsideChannels(settings.channel_ids())
+    if posts_results:
+        missing = missing_permissions(interaction, private=is_private(interaction))
+        if missing:
+            return CannotPost(missing)
+    return None
+
+
+def guard_problem(
+    interaction: discord.Interaction[Any], settings: Settings, *, posts_results: bool = True
+) -> str | None:
+    """The sentence refusing this interaction, or None to go ahead."""
+    error = guard_error(interaction, settings, posts_results=posts_results)
+    return None if error is None else friendly(error)
+
+
+async def admit(interaction: discord.Interaction[Any], settings: Settings, *, posts_results: bool = True) -> bool:
+    """True to go ahead; otherwise the member has had the sentence, privately, as the first answer."""
+    problem = guard_problem(interaction, settings, posts_results=posts_results)
+    if problem is None:
+        return True
+    await interaction.response.send_message(problem, ephemeral=True)
+    return False
+
+
+def tree_check(settings: Settings, previous: Check) -> Check:
+    """The tree's global check: the guard, then whatever check was installed before."""
+
+    async def check(interaction: discord.Interaction[Any]) -> bool:
+        # Suggestions cost nothing and cannot carry a sentence; the command itself is checked when sent.
+        if interaction.type is discord.InteractionType.autocomplete:
+            return await previous(interaction)
+        command = interaction.command
+        text_only = command is not None and bool(command.extras.get(TEXT_ONLY))
+        if not await admit(interaction, settings, posts_results=not text_only):
+            return False
+        return await previous(interaction)
+
+    return check
+
+
+async def setup(bot: EaselBot) -> None:
+    """Put the guard in front of every slash command and context menu."""
+    tree = bot.tree
+    # commands.Bot builds the tree itself; replacing its check on the instance spares a CommandTree subclass
+    # and lets the extension be loaded and unloaded like any other.
+    tree.interaction_check = tree_check(bot.settings, tree.interaction_check)  # type: ignore[method-assign]
+
+
+async def teardown(bot: EaselBot) -> None:
+    # Dropping the instance attribute brings back the class's own check (and whatever it chains to).
+    if "interaction_check" in vars(bot.tree):
+        delattr(bot.tree, "interaction_check")
