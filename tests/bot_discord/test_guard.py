@@ -10,7 +10,8 @@ import simcord
 
 from bot.app import EaselBot
 from bot.config import Settings
-from cogs.guard import channel_allowed
+from cogs.guard import channel_allowed, guard_problem
+from tests import images
 from tests.bot_discord.test_imagine import ready, world
 
 
@@ -139,3 +140,44 @@ def test_channel_allowed(settings: Settings) -> None:
     assert not channel_allowed(settings, 99, None)
     assert not channel_allowed(settings, 99, 98)
     assert not channel_allowed(settings, None, None)
+
+
+async def test_a_context_menu_outside_the_allowed_channels_is_refused(settings: Settings) -> None:
+    """The message menus pass the same gate as the slash commands."""
+    bot = EaselBot(settings, workers="thread", extensions=("cogs.guard", "cogs.imagine", "cogs.edit"))
+    try:
+        async with simcord.run(bot) as env:
+            await ready(bot)
+            channel, alice = world(env)
+            settings.channels = str(env.guild.create_text_channel("studio").id)
+            posted = await alice.send(channel, "my cat", attachments=[("cat.png", images.png())])
+
+            result = await alice.context_menu(channel, "Vary image", posted)
+
+            assert result.response is not None
+            assert result.response.ephemeral
+            assert result.response.content.startswith("🚫 I only draw in <#")
+            assert await jobs(bot) == 0
+    finally:
+        await bot.close()
+
+
+async def test_guard_problem_judges_a_click_like_a_command(
+    env: simcord.Env, simcord_bot: EaselBot, settings: Settings
+) -> None:
+    """For buttons (dispatched outside the tree) `guard_problem` gives the same sentence for the click's channel."""
+    channel, alice = world(env)
+    result = await alice.slash(channel, "imagine", prompt="a red fox")
+    assert result.response is not None
+    seen: list[str | None] = []
+
+    async def judge(interaction: discord.Interaction[EaselBot]) -> None:
+        if interaction.type is discord.InteractionType.component:
+            seen.append(guard_problem(interaction, settings))
+
+    simcord_bot.add_listener(judge, "on_interaction")
+    studio = env.guild.create_text_channel("studio")
+    settings.channels = str(studio.id)
+    await alice.click(result.response.message, custom_id="easel:rr:1")
+
+    assert seen == [f"🚫 I only draw in <#{studio.id}>."]
