@@ -10,9 +10,10 @@ Checked before anything is deferred, queued or charged, and answered with one pr
 
 Private results (`private:True`, `preview:True`, clicks on a private message) need no Send Messages: they
 travel as ephemeral interaction followups, which carry files, and after the token's 15 minutes they go by
-direct message, never to the channel. They still need Attach Files and Embed Links, which Discord applies
-to what an app's interaction messages may contain (`app_permissions`). In direct messages the permission
-check is skipped: Discord grants apps Attach Files and Embed Links there.
+direct message, never to the channel. They still need Attach Files and Embed Links: Discord documents no
+exemption for ephemeral messages (and simcord does not model either way), so the guard asks first rather
+than risk a reply that fails after the job was paid for. In direct messages the permission check is
+skipped: Discord's `app_permissions` there always include Attach Files and Embed Links.
 
 The setup installs the check on the command tree (`CommandTree.interaction_check`, discord.py's global check
 for slash commands and context menus). Buttons and forms are dispatched by discord.py's view store, not the
