@@ -1,7 +1,7 @@
 """Spending reports on a real SQLite file, with data written through the Ledger: exact sums per user,
 server, model and day, UTC period boundaries, refunds, outstanding reservations, unknown charges, CSV,
-the spend_daily rollup (kept equal to the ledger, filled on upgrade), and query plans that use the rollup's
-key and the ledger's covering indexes."""
+the spend_daily and spend_by_user rollups (kept equal to the ledger, filled on upgrade, agreeing with a
+plain ledger scan), and query plans that use the rollups' keys and the ledger's covering indexes."""
 
 from __future__ import annotations
 
@@ -501,7 +501,11 @@ async def recorded(
         patch.setattr(db, "fetchone", record_one)
         for call in calls:
             await call
-    return [(sql, params) for sql, params in seen if "FROM ledger" in sql or "FROM spend_daily" in sql]
+    return [
+        (sql, params)
+        for sql, params in seen
+        if any(f"FROM {t}" in sql for t in ("ledger", "spend_daily", "spend_by_user"))
+    ]
 
 
 async def plans_of(db: Database, queries: list[tuple[str, Any]]) -> dict[str, list[str]]:
@@ -542,8 +546,9 @@ async def test_period_reports_read_the_rollup_by_its_key(
 async def test_queries_use_the_covering_indexes(
     reports: Reports, world: dict[str, int], db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every report query about users reads the ledger through one of its indexes (never a scan of the
-    table), and one user's rows through the covering ledger_by_user."""
+    """Every report query about users, except the rankings (which read spend_by_user), reads the ledger
+    through one of its indexes (never a scan of the table), and one user's rows through the covering
+    ledger_by_user."""
     queries = await recorded(
         db,
         monkeypatch,
@@ -553,14 +558,12 @@ async def test_queries_use_the_covering_indexes(
             reports.totals(None, None, guild_id="g1", user_id="u1"),
             reports.by_model(NOV, DEC, user_id="u1"),
             reports.by_day(NOV, DEC, user_id="u1"),
-            reports.top_users(NOV, DEC),
-            reports.top_users(NOV, DEC, guild_id="g1"),
             reports.csv_rows(NOV, DEC, user_id="u1"),
             reports.csv_rows(NOV, DEC),
         ],
     )
     plans = await plans_of(db, queries)
-    assert len(plans) >= 14
+    assert len(plans) >= 12
     for sql, details in plans.items():
         assert "spend_daily" not in sql
         reads = [d for d in details if d.startswith(("SCAN ledger", "SEARCH ledger", "SCAN l ", "SEARCH l "))]
@@ -568,7 +571,7 @@ async def test_queries_use_the_covering_indexes(
         for detail in reads:
             assert "INDEX ledger_by_" in detail, (sql, details)
     found = [d for details in plans.values() for d in details]
-    assert any("ledger_by_day (day>? AND day<?)" in d for d in found)  # one server's users, the whole export
+    assert any("ledger_by_day (day>? AND day<?)" in d for d in found)  # the whole export
     assert any("COVERING INDEX ledger_by_user (user_id=?" in d for d in found)
 
 
@@ -583,3 +586,125 @@ async def test_top_users_beyond_the_listing_limit(
     monkeypatch.setattr("bot.store.reports._MAX_LISTED", 2)
     assert await reports.top_users(NOV, DEC, limit=6) == short
     assert [r.user_id for r in short] == [f"user{n}" for n in reversed(range(6))]
+
+
+# -- the per-user rollup ------------------------------------------------------------------------------
+
+
+async def user_rollup_matches_ledger(db: Database) -> dict[tuple[str, str, str], tuple[int, ...]]:
+    """spend_by_user holds exactly the ledger's sums and counts by kind per (user_id, guild_id, day)."""
+    rows = await db.fetchall(
+        "SELECT user_id, guild_id, day, "
+        "SUM(CASE kind WHEN 'reserve' THEN amount ELSE 0 END), "
+        "SUM(CASE kind WHEN 'charge' THEN amount ELSE 0 END), "
+        "SUM(CASE kind WHEN 'refund' THEN amount ELSE 0 END), "
+        "SUM(CASE WHEN kind = 'charge' AND note LIKE 'unknown:%' THEN amount ELSE 0 END), "
+        "SUM(kind = 'reserve'), SUM(kind = 'charge'), SUM(kind = 'refund'), "
+        "SUM(kind = 'charge' AND note IS NOT NULL AND note LIKE 'unknown:%') "
+        "FROM ledger GROUP BY user_id, guild_id, day"
+    )
+    expected = {(r[0], r[1], r[2]): tuple(r[3:]) for r in rows}
+    stored = {
+        (r[0], r[1], r[2]): tuple(r[3:])
+        for r in await db.fetchall(
+            "SELECT user_id, guild_id, day, reserved, charged, refunded, unknown, "
+            "reserves, charges, refunds, unknowns FROM spend_by_user"
+        )
+    }
+    assert stored == expected
+    return stored
+
+
+async def scanned_top_users(
+    db: Database, since: dt.date | None, until: dt.date | None, guild: str | None
+) -> list[UserSpend]:
+    """The ranking summed from the ledger rows themselves, with no rollup: every user with rows, by net."""
+    where = _Where.of(since, until, guild_id=guild)
+    rows = await db.fetchall(f"SELECT user_id, kind, amount, note FROM ledger WHERE {where.sql}", where.params)  # noqa: S608
+    sums: dict[str, dict[str, int]] = {}
+    for row in rows:
+        s = sums.setdefault(
+            row["user_id"],
+            dict.fromkeys(
+                ("reserved", "charged", "refunded", "reserves", "charges", "refunds", "unknown", "unknowns"), 0
+            ),
+        )
+        total, count = {
+            "reserve": ("reserved", "reserves"),
+            "charge": ("charged", "charges"),
+            "refund": ("refunded", "refunds"),
+        }[row["kind"]]
+        s[total] += row["amount"]
+        s[count] += 1
+        if row["kind"] == "charge" and (row["note"] or "").startswith("unknown:"):
+            s["unknown"] += row["amount"]
+            s["unknowns"] += 1
+    found = [UserSpend(user, Spend(**s)) for user, s in sums.items()]
+    return sorted(found, key=lambda r: (-r.spend.net, r.user_id))
+
+
+async def top_users_match_a_ledger_scan(reports: Reports, db: Database) -> None:
+    periods = [(None, None), (NOV, DEC), (dt.date(2026, 10, 31), NOV), (dt.date(2026, 11, 24), None), (DEC, None)]
+    for since, until in periods:
+        for guild in (None, "", "g1", "g2", "nowhere"):
+            expected = await scanned_top_users(db, since, until, guild)
+            assert await reports.top_users(since, until, guild_id=guild, limit=1_000) == expected, (since, until, guild)
+            assert await reports.top_users(since, until, guild_id=guild, limit=2) == expected[:2]
+
+
+async def test_user_rollup_equals_the_ledger(
+    reports: Reports, ledger: Ledger, clock: Clock, db: Database, world: dict[str, int]
+) -> None:
+    """After reservations, settlements (for less, for more, after midnight), refunds, unknown charges,
+    refused and free jobs, and a row written by hand, spend_by_user holds the ledger's sums, and every
+    ranking equals one summed from the ledger rows."""
+    assert len(await user_rollup_matches_ledger(db)) == 8  # the world's jobs: one (user, server, day) each
+    await top_users_match_a_ledger_scan(reports, db)
+    await ledger.set_budget("user", "day", 150_000, target_id="u4")
+    assert await mixed_jobs(ledger, clock, 150, seed=4) > 0
+    groups = await user_rollup_matches_ledger(db)
+    assert len(groups) > 50
+    await top_users_match_a_ledger_scan(reports, db)
+    await db.execute(
+        "INSERT INTO ledger (job_id, kind, amount, user_id, guild_id, model, at, day, note) "
+        "VALUES (?, 'charge', 7, 'u9', 'g1', 'm9', '2026-11-02T00:00:00.000Z', '2026-11-02', 'unknown: by hand')",
+        (world["d"],),
+    )
+    await user_rollup_matches_ledger(db)
+    assert (await reports.top_users(NOV, DEC, guild_id="g1", limit=100))[-1] == UserSpend(
+        "u9", Spend(charged=7, charges=1, unknown=7, unknowns=1)
+    )
+    await top_users_match_a_ledger_scan(reports, db)
+
+
+async def test_upgrade_fills_the_user_rollup(tmp_path: Path, clock: Clock) -> None:
+    """A database at schema 3 (spend_daily, no spend_by_user) gets spend_by_user filled from its ledger on
+    upgrade, then kept up by the trigger."""
+    path = tmp_path / "easel.db"
+    async with await Database.open(path, migrations=shipped_migrations()[:3]) as old:
+        await mixed_jobs(Ledger(old, clock=clock), clock, 120, seed=5)
+        assert await old.fetchval("SELECT count(*) FROM sqlite_master WHERE name = 'spend_by_user'") == 0
+    async with await Database.open(path) as db:
+        assert await db.version() == len(shipped_migrations())
+        ledger = Ledger(db, clock=clock)
+        reports = Reports(db, ledger, clock=clock)
+        assert len(await user_rollup_matches_ledger(db)) > 40
+        await top_users_match_a_ledger_scan(reports, db)
+        await mixed_jobs(ledger, clock, 40, seed=6)
+        await user_rollup_matches_ledger(db)
+        await top_users_match_a_ledger_scan(reports, db)
+
+
+async def test_rankings_read_the_user_rollup(
+    reports: Reports, world: dict[str, int], db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """top_users, in every server or one, is one query on spend_by_user, never the ledger."""
+    queries = await recorded(
+        db, monkeypatch, [reports.top_users(NOV, DEC), reports.top_users(None, None, guild_id="g1", limit=3)]
+    )
+    assert len(queries) == 4  # the ranking, then the ranked users' details
+    for sql, details in (await plans_of(db, queries)).items():
+        assert "FROM spend_by_user" in sql
+        reads = [d for d in details if d.startswith(("SCAN", "SEARCH"))]
+        assert reads, (sql, details)
+        assert all("spend_by_user" in d for d in reads), (sql, details)
