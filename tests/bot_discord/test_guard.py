@@ -181,3 +181,26 @@ async def test_guard_problem_judges_a_click_like_a_command(
     await alice.click(result.response.message, custom_id="easel:rr:1")
 
     assert seen == [f"🚫 I only draw in <#{studio.id}>."]
+
+
+async def test_in_a_thread_it_asks_for_send_messages_in_threads(env: simcord.Env, simcord_bot: EaselBot) -> None:
+    """A thread needs Send Messages in Threads, not Send Messages; the sentence names it as Discord does."""
+    guild = env.create_guild()
+    alice = guild.add_member(env.create_user("alice"))
+    me = guild.me
+    assert me is not None
+    channel = guild.create_text_channel(
+        "art", overwrites={me: discord.PermissionOverwrite(send_messages=False, send_messages_in_threads=False)}
+    )
+    parent = simcord_bot.get_channel(channel.id)
+    assert isinstance(parent, discord.TextChannel)
+    await parent.create_thread(name="fox ideas", type=discord.ChannelType.public_thread)
+    (thread,) = channel.threads
+
+    result = await alice.slash(thread, "imagine", prompt="a red fox")
+
+    assert result.response is not None
+    assert result.response.content == (
+        "🔒 I need the Send Messages in Threads permission in this channel to post images; ask a server admin."
+    )
+    assert await jobs(simcord_bot) == 0
