@@ -3,6 +3,7 @@
     python bench/ledger.py              # every case: about two minutes, a third of it filling 1,000,000 rows
     python bench/ledger.py --quick      # fewer pairs and a 200,000-row ledger
     python bench/ledger.py --profile    # and where the time goes: the SQL by part, cProfile of the loop
+    python bench/ledger.py --schema 3   # the same with the migrations up to 0003 only (A/B a trigger's cost)
 
 (a) reserve+settle pairs per second through `Ledger` (aiosqlite and the group-commit writer, as the bot
     runs them) with three budgets set (user/day, guild/month, global/month): one coroutine, then 64 and 256
@@ -39,7 +40,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.errors import BudgetExceeded
-from bot.store.db import Database
+from bot.store.db import Database, shipped_migrations
 from bot.store.ledger import _INSERT_JOB, JobDraft, Ledger, iso
 
 NOW = dt.datetime(2026, 11, 24, 10, 30, tzinfo=dt.UTC)
@@ -55,6 +56,10 @@ _SETTLE = (
     "UPDATE jobs SET status = 'succeeded', cost_state = 'settled', cost = ?, revised_prompt = ?, "
     "request_id = ?, credits = ?, finished_at = ? WHERE id = ? AND cost_state = 'reserved'"
 )
+
+
+SCHEMA: int | None = None
+"""Stop the migrations at this version (--schema), to compare the write path with and without a trigger."""
 
 
 def progress(text: str) -> None:
@@ -75,7 +80,7 @@ def drafts() -> list[JobDraft]:
 
 
 async def open_with_budgets(path: Path) -> tuple[Database, Ledger]:
-    db = await Database.open(path)
+    db = await Database.open(path, migrations=shipped_migrations()[:SCHEMA])
     ledger = Ledger(db, clock=lambda: NOW)
     await ledger.set_budget("user", "day", HUGE)
     await ledger.set_budget("guild", "month", HUGE, guild_id=GUILD)
@@ -170,7 +175,7 @@ def median_of(runs: int, measure: Callable[[], float]) -> float:
 async def overspend_check() -> tuple[int, int, int, float]:
     """1,000 concurrent reservations against a budget that fits exactly 10: (successes, refusals, net, s)."""
     with fresh_path() as path:
-        db = await Database.open(path)
+        db = await Database.open(path, migrations=shipped_migrations()[:SCHEMA])
         ledger = Ledger(db, clock=lambda: NOW)
         await ledger.set_budget("user", "day", 10 * ESTIMATE)
         await ledger.set_budget("guild", "month", HUGE, guild_id=GUILD)
@@ -260,7 +265,7 @@ async def report_timings(path: Path) -> list[tuple[str, str, float]]:
     month = NOW.date().replace(day=1).isoformat()
     tomorrow = (NOW.date() + dt.timedelta(days=1)).isoformat()
     found: list[tuple[str, str, float]] = []
-    async with await Database.open(path) as db:
+    async with await Database.open(path, migrations=shipped_migrations()[:SCHEMA]) as db:
         by_model_and_day = (
             "SELECT day, model, SUM(CASE kind WHEN 'refund' THEN -amount ELSE amount END) FROM ledger "
             "WHERE day >= ? AND day < ? GROUP BY day, model"
@@ -339,7 +344,7 @@ def raw_breakdown(total: int) -> list[tuple[str, str]]:
                 if with_budgets:
                     db, _ = await open_with_budgets(path)
                 else:
-                    db = await Database.open(path)
+                    db = await Database.open(path, migrations=shipped_migrations()[:SCHEMA])
                 await db.close()
 
             asyncio.run(create())
@@ -398,7 +403,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer pairs, a 200,000-row ledger")
     parser.add_argument("--profile", action="store_true", help="also show where the time goes")
     parser.add_argument("--rows", type=int, help="ledger rows for the reports (default 1,000,000)")
+    parser.add_argument("--schema", type=int, help="apply the migrations up to this version only (default: all)")
     args = parser.parse_args()
+    global SCHEMA
+    SCHEMA = args.schema
     runs = 1 if args.quick else 3
     sequential, concurrent = (1_000, 5_000) if args.quick else (3_000, 20_000)
     rows = args.rows or (200_000 if args.quick else 1_000_000)

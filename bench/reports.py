@@ -3,7 +3,8 @@
     python bench/reports.py                 # fill a fresh database in a temporary folder, time every report
     python bench/reports.py --keep DB       # fill DB (or reuse it when it already holds the rows) and keep it
     python bench/reports.py --rows 200000   # a smaller ledger
-    python bench/reports.py --upgrade       # fill at schema 1 (no spend_daily), then time the upgrade's backfill
+    python bench/reports.py --upgrade       # fill at schema 1 (no rollups), then time the upgrade's backfills
+    python bench/reports.py --upgrade 3     # fill at schema 3 (no spend_by_user), then time its backfill
 
 The rows are written through the real schema with its triggers active: jobs are inserted by
 `INSERT INTO jobs ... SELECT ... FROM` a recursive CTE (the `jobs_reserve` trigger writes each reserve row
@@ -16,7 +17,8 @@ The data is deterministic: a year of jobs ending on NOW, 2,000 users with a skew
 Each report runs through `bot.store.reports.Reports` (aiosqlite, as the bot runs it); the table shows the
 median of 5 runs after one warm-up, for this month (the CLI's default period) and for all time, and the
 charts drawn from this month's and all time's rows. Before the table, a check that the `spend_daily`
-rollup (migration 0002, which the reports without a user filter read) equals the ledger's own sums.
+rollup (migration 0002, which the reports without a user filter read) and the `spend_by_user` rollup
+(migration 0004, which the rankings of users read) equal the ledger's own sums.
 Progress goes to stderr, the table to stdout.
 """
 
@@ -187,14 +189,18 @@ SELECT (SELECT count(*) FROM (SELECT * FROM summed EXCEPT SELECT * FROM stored))
 
 
 def check_rollup(path: Path) -> str:
-    """Whether spend_daily equals the ledger's sums, and its size."""
+    """Whether spend_daily and spend_by_user equal the ledger's sums, and their sizes."""
     conn = sqlite3.connect(path)
+    found = []
     try:
-        mismatches, size = conn.execute(_ROLLUP_MISMATCHES).fetchone()
+        for table, keys in (("spend_daily", "day, guild_id, model"), ("spend_by_user", "user_id, guild_id, day")):
+            sql = _ROLLUP_MISMATCHES.replace("day, guild_id, model", keys).replace("spend_daily", table)
+            mismatches, size = conn.execute(sql).fetchone()
+            verdict = "equals the ledger's sums" if mismatches == 0 else f"{mismatches} rows DIFFER from the ledger"
+            found.append(f"{table}: {size:,} rows, {verdict}")
     finally:
         conn.close()
-    verdict = "equals the ledger's sums" if mismatches == 0 else f"{mismatches} rows DIFFER from the ledger"
-    return f"spend_daily: {size:,} rows, {verdict}"
+    return "; ".join(found)
 
 
 async def _time(call: Callable[[], Awaitable[object]], runs: int = 5) -> float:
@@ -257,7 +263,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--keep", type=Path, help="database file to fill (or reuse) and keep")
     parser.add_argument(
-        "--upgrade", action="store_true", help="fill at schema 1, then time the upgrade to the newest schema"
+        "--upgrade",
+        type=int,
+        nargs="?",
+        const=1,
+        metavar="SCHEMA",
+        help="fill at SCHEMA (default 1), then time the upgrade to the newest schema",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -267,11 +278,11 @@ def main() -> None:
             print(f"reusing {path}: {total:,} ledger rows", file=sys.stderr)
             fill_note = "reused"
         else:
-            total, took = fill(path, args.rows, schema=1 if args.upgrade else None)
-            fill_note = f"{took:.1f} s" + (" at schema 1" if args.upgrade else "")
+            total, took = fill(path, args.rows, schema=args.upgrade)
+            fill_note = f"{took:.1f} s" + (f" at schema {args.upgrade}" if args.upgrade else "")
             if args.upgrade:
                 upgraded = asyncio.run(_upgrade(path))
-                fill_note += f"; upgrade to schema {len(shipped_migrations())} (spend_daily backfill): {upgraded:.1f} s"
+                fill_note += f"; upgrade to schema {len(shipped_migrations())} (backfills): {upgraded:.1f} s"
         results = asyncio.run(measure(path))
         rollup = check_rollup(path)
         size = path.stat().st_size / 1_048_576

@@ -275,6 +275,15 @@ _SPEND_FIELDS = tuple(field.name for field in dataclasses.fields(Spend))
 _ROLLED = ", ".join(f"SUM({field}) AS {field}" for field in _SPEND_FIELDS)
 
 
+# Each of Spend's fields over all time, this month and today, for user_summary.
+_SUMMARY_SUMS = ", ".join(
+    f"SUM({field}) AS {field}, "
+    f"SUM(CASE WHEN day >= :month AND day < :next_month THEN {field} ELSE 0 END) AS month_{field}, "
+    f"SUM(CASE WHEN day = :today THEN {field} ELSE 0 END) AS today_{field}"
+    for field in _SPEND_FIELDS
+)
+
+
 class Reports:
     """Read-only spending reports over one Database; `ledger` answers which budgets apply to a user."""
 
@@ -303,27 +312,15 @@ class Reports:
             "month": month.isoformat(),
             "next_month": next_month.isoformat(),
         }
-        # One pass over the user's stretch of ledger_by_user (user_id, day, kind, amount), summed three ways.
-        sums = (
-            "SUM(amount) AS total, COUNT(*) AS n, "
-            "SUM(CASE WHEN day >= :month AND day < :next_month THEN amount ELSE 0 END) AS month_total, "
-            "SUM(day >= :month AND day < :next_month) AS month_n, "
-            "SUM(CASE WHEN day = :today THEN amount ELSE 0 END) AS today_total, "
-            "SUM(day = :today) AS today_n"
-        )
-        rows = await self.db.fetchall(
-            f"SELECT kind, {sums} FROM ledger WHERE user_id = :user GROUP BY kind",  # noqa: S608 - fixed fragments
+        # One pass over the user's stretch of spend_by_user (a row per server and day), summed three ways.
+        row = await self.db.fetchone(
+            f"SELECT {_SUMMARY_SUMS} FROM spend_by_user WHERE user_id = :user",  # noqa: S608 - fixed fragments
             periods,
         )
-        # Their unknown charges: the same stretch, reading the table only for charge rows.
-        unknown = await self.db.fetchone(
-            f"SELECT {sums} FROM ledger WHERE user_id = :user AND kind = 'charge' AND note LIKE :note",  # noqa: S608 - fixed fragments
-            {**periods, "note": UNKNOWN_NOTE},
-        )
-        spends: dict[str, Spend] = {}
-        for prefix in ("today_", "month_", ""):
-            by_kind = {row["kind"]: (row[f"{prefix}total"], row[f"{prefix}n"]) for row in rows}
-            spends[prefix] = _spend(by_kind, (unknown[f"{prefix}total"], unknown[f"{prefix}n"]) if unknown else None)
+        spends = {
+            prefix: Spend(**{field: int(row[f"{prefix}{field}"] or 0) if row else 0 for field in _SPEND_FIELDS})
+            for prefix in ("today_", "month_", "")
+        }
         draft = JobDraft(kind="generate", user_id=user_id, guild_id=guild_id, roles=tuple(roles), model="")
         budgets = await self.ledger.budget_status(draft)
         return UserSummary(
