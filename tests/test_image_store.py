@@ -9,7 +9,8 @@ import hashlib
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -24,6 +25,7 @@ from bot.config import Settings
 from bot.errors import ImageGone, RequestError
 from bot.jobs import Requester, ResultStore, Studio
 from bot.services import open_core
+from bot.store import images as images_module
 from bot.store.db import Database
 from bot.store.images import CleanupReport, ImageStore, content_path, extension
 from bot.store.ledger import JobDraft, Ledger
@@ -528,3 +530,141 @@ async def test_open_core_stores_images_in_the_data_folder(tmp_path: Path) -> Non
         assert core.studio.store is core.image_store
         outcome = await core.studio.generate(GenerateRequest(prompt="a fox"), Requester(user_id="cli"))
         assert (await core.image_store.load(outcome.job_id, 0)).data == outcome.result.images[0].data
+
+
+# -- concurrency ------------------------------------------------------------------------------------------
+
+
+class Gate:
+    """A stand-in for a blocking step in a worker thread: it says when it is entered and waits to be let go."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.go = threading.Event()
+
+    def block(self) -> None:
+        self.entered.set()
+        # A safety net against a hung test, not a measurement: the test lets it go long before.
+        assert self.go.wait(timeout=10), "never let go"
+
+    async def wait_entered(self) -> None:
+        assert await asyncio.to_thread(self.entered.wait, 10), "never entered"
+
+
+async def test_saves_run_side_by_side(
+    store: ImageStore, ledger: Ledger, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A save that is still writing its files does not hold up another job's save."""
+    first, second = Gate(), Gate()
+    real = images_module._keep_all
+
+    def keep_all(full: Callable[[str], Path], items: Sequence[GeneratedImage]) -> list[tuple[str, str]]:
+        if items[0].data == RED:
+            first.block()
+        else:
+            second.entered.set()
+        return real(full, items)
+
+    monkeypatch.setattr(images_module, "_keep_all", keep_all)
+    red_job, green_job = await new_job(ledger), await new_job(ledger)
+    red = asyncio.create_task(store.save(red_job, [image(RED)]))
+    await first.wait_entered()
+    await store.save(green_job, [image(GREEN)])  # finishes while the red save is still writing
+    assert not red.done()
+    first.go.set()
+    await red
+    assert [(r["job_id"], r["sha256"]) for r in await rows(db)] == [(red_job, sha(RED)), (green_job, sha(GREEN))]
+
+
+async def test_cleanup_waits_for_saves_in_progress(
+    store: ImageStore, ledger: Ledger, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cleanup starts only once the saves under way are done, and a save waits for a cleanup under way."""
+    gate = Gate()
+    real_keep, real_scan = images_module._keep_all, images_module._scan
+    scans: list[int] = []
+
+    def keep_all(full: Callable[[str], Path], items: Sequence[GeneratedImage]) -> list[tuple[str, str]]:
+        gate.block()
+        return real_keep(full, items)
+
+    def scan(where: Path) -> list[images_module._OnDisk]:
+        scans.append(len(files_under(where)))
+        return real_scan(where)
+
+    monkeypatch.setattr(images_module, "_keep_all", keep_all)
+    monkeypatch.setattr(images_module, "_scan", scan)
+    saving = asyncio.create_task(store.save(await new_job(ledger), [image(RED)]))
+    await gate.wait_entered()
+    cleaning = asyncio.create_task(store.cleanup(max_age_days=None, max_total_bytes=0))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert scans == []  # still waiting for the save
+    gate.go.set()
+    await saving
+    report = await cleaning
+    assert scans == [1]  # it saw the saved file, row and all, and removed it for the size limit
+    assert report.deleted_files == 1
+
+
+async def test_a_save_arriving_behind_a_waiting_cleanup_goes_after_it(
+    store: ImageStore, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests are served in order, so a stream of saves cannot keep a cleanup out for ever."""
+    gate = Gate()
+    real_keep, real_scan = images_module._keep_all, images_module._scan
+    order: list[str] = []
+
+    def keep_all(full: Callable[[str], Path], items: Sequence[GeneratedImage]) -> list[tuple[str, str]]:
+        if items[0].data == RED:
+            gate.block()
+        order.append(f"save {items[0].width}")
+        return real_keep(full, items)
+
+    def scan(where: Path) -> list[images_module._OnDisk]:
+        order.append("cleanup")
+        return real_scan(where)
+
+    monkeypatch.setattr(images_module, "_keep_all", keep_all)
+    monkeypatch.setattr(images_module, "_scan", scan)
+    first = asyncio.create_task(store.save(await new_job(ledger), [image(RED, size=8)]))
+    await gate.wait_entered()
+    cleaning = asyncio.create_task(store.cleanup(max_age_days=None, max_total_bytes=None))
+    await asyncio.sleep(0)
+    later = asyncio.create_task(store.save(await new_job(ledger), [image(BLUE, size=16)]))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert order == []
+    gate.go.set()
+    await asyncio.gather(first, cleaning, later)
+    assert order == ["save 8", "cleanup", "save 16"]
+
+
+async def test_a_cancelled_cleanup_lets_waiting_saves_in(
+    store: ImageStore, ledger: Ledger, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cleanup cancelled while it waits for its turn gives the turn to the saves behind it."""
+    gate = Gate()
+    real_keep = images_module._keep_all
+
+    def keep_all(full: Callable[[str], Path], items: Sequence[GeneratedImage]) -> list[tuple[str, str]]:
+        if items[0].data == RED:
+            gate.block()
+        return real_keep(full, items)
+
+    monkeypatch.setattr(images_module, "_keep_all", keep_all)
+    first = asyncio.create_task(store.save(await new_job(ledger), [image(RED)]))
+    await gate.wait_entered()
+    cleaning = asyncio.create_task(store.cleanup(max_age_days=None, max_total_bytes=None))
+    await asyncio.sleep(0)
+    green_job = await new_job(ledger)
+    later = asyncio.create_task(store.save(green_job, [image(GREEN)]))
+    await asyncio.sleep(0)
+    cleaning.cancel()
+    await later  # runs beside the red save, which is still writing
+    assert not first.done()
+    gate.go.set()
+    await first
+    with pytest.raises(asyncio.CancelledError):
+        await cleaning
+    assert await db.fetchval("SELECT COUNT(*) FROM images") == 2

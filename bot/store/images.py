@@ -22,9 +22,10 @@ several rows goes only when the newest of them qualifies. Removed files leave th
 `path = NULL` (the rows are the record; `load()` can still fetch the image back from Discord). Leftover
 temporary files and files no row refers to are removed once they are an hour old.
 
-Saving, writing back and cleaning take one lock, so within the process a cleanup never removes a file a
-save has just decided to share. A second process (a CLI run beside the bot) may still, rarely, save a
-row for a file the bot's cleanup is removing; `load()` then treats it as missing and re-fetches it.
+Saves and write-backs share the store and run side by side; a cleanup has it to itself, so within the
+process a cleanup never removes a file a save has just decided to share. A second process (a CLI run
+beside the bot) may still, rarely, save a row for a file the bot's cleanup is removing; `load()` then
+treats it as missing and re-fetches it.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ import os
 import re
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -70,9 +72,10 @@ _EXTENSIONS = {
 _CONTENT_NAME = re.compile(r"^[0-9a-f]{64}\.[a-z0-9]{1,10}$")
 _TEMP_SUFFIX = ".tmp"
 _SELECT_IMAGE = "SELECT * FROM images WHERE job_id = ? AND idx = ?"
-_UPSERT_IMAGE = (
-    "INSERT INTO images (job_id, idx, sha256, path, bytes, width, height, mime, created_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, idx) DO UPDATE SET "
+_UPSERT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_UPSERT_IMAGES = (
+    "INSERT INTO images (job_id, idx, sha256, path, bytes, width, height, mime, created_at) VALUES {rows} "
+    "ON CONFLICT (job_id, idx) DO UPDATE SET "
     "sha256 = excluded.sha256, path = excluded.path, bytes = excluded.bytes, width = excluded.width, "
     "height = excluded.height, mime = excluded.mime"
 )
@@ -147,6 +150,17 @@ def _write_atomic(target: Path, data: bytes, *, replace: bool) -> bool:
     return True
 
 
+def _keep_all(full: Callable[[str], Path], images: Sequence[GeneratedImage]) -> list[tuple[str, str]]:
+    """Hash and write every image (see `_write_atomic`); the (sha256, relative path) of each, in order."""
+    kept: list[tuple[str, str]] = []
+    for image in images:
+        sha = sha256_hex(image.data)
+        rel = content_path(sha, image.mime)
+        _write_atomic(full(rel), image.data, replace=False)
+        kept.append((sha, rel))
+    return kept
+
+
 def _fsync_folder(folder: Path) -> None:
     """Make a rename in `folder` durable, where the system allows opening folders (not on Windows)."""
     try:
@@ -219,6 +233,82 @@ def _is_content(rel: str) -> bool:
 # -- the store --------------------------------------------------------------------------------------------
 
 
+class _SharedLock:
+    """An asyncio readers-writer lock: many holders share it, or one holds it alone.
+
+    Requests are served in the order they come, so a waiting exclusive holder lets no later shared one
+    pass it: a steady stream of saves cannot starve a cleanup.
+    """
+
+    def __init__(self) -> None:
+        self._shared = 0
+        self._exclusive = False
+        self._waiting: deque[tuple[bool, asyncio.Future[None]]] = deque()
+
+    @contextlib.asynccontextmanager
+    async def shared(self) -> AsyncIterator[None]:
+        """Hold the lock together with other shared holders."""
+        await self._acquire(exclusive=False)
+        try:
+            yield
+        finally:
+            self._release(exclusive=False)
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Hold the lock alone."""
+        await self._acquire(exclusive=True)
+        try:
+            yield
+        finally:
+            self._release(exclusive=True)
+
+    def _free_for(self, exclusive: bool) -> bool:
+        return not self._exclusive and not (exclusive and self._shared)
+
+    def _take(self, exclusive: bool) -> None:
+        if exclusive:
+            self._exclusive = True
+        else:
+            self._shared += 1
+
+    async def _acquire(self, *, exclusive: bool) -> None:
+        if not self._waiting and self._free_for(exclusive):
+            self._take(exclusive)
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((exclusive, turn))
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._release(exclusive)  # granted just as it was cancelled: hand it on
+            else:
+                self._grant()  # a cancelled exclusive request may have held shared ones back
+            raise
+
+    def _release(self, exclusive: bool) -> None:
+        if exclusive:
+            self._exclusive = False
+        else:
+            self._shared -= 1
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._waiting:
+            exclusive, turn = self._waiting[0]
+            if turn.done():
+                self._waiting.popleft()
+                continue
+            if not self._free_for(exclusive):
+                return
+            self._waiting.popleft()
+            self._take(exclusive)
+            turn.set_result(None)
+            if exclusive:
+                return
+
+
 class ImageStore:
     """Result images on disk by sha256, with their rows in the `images` table; see the module docstring."""
 
@@ -237,7 +327,7 @@ class ImageStore:
         self._http = http
         self._clock = clock
         self._max_fetch_bytes = max_fetch_bytes
-        self._lock = asyncio.Lock()
+        self._lock = _SharedLock()
 
     def __repr__(self) -> str:
         return f"ImageStore({str(self.root)!r})"
@@ -258,17 +348,14 @@ class ImageStore:
         """
         if not images:
             return
-        hashes = [await asyncio.to_thread(sha256_hex, image.data) for image in images]
         created = iso(self._clock())
-        async with self._lock:
-            rows: list[tuple[object, ...]] = []
-            for idx, (image, sha) in enumerate(zip(images, hashes, strict=True)):
-                rel = content_path(sha, image.mime)
-                await asyncio.to_thread(_write_atomic, self._full(rel), image.data, replace=False)
-                rows.append((job_id, idx, sha, rel, len(image.data), image.width, image.height, image.mime, created))
-            async with self.db.transaction() as tx:
-                for row in rows:
-                    await tx.execute(_UPSERT_IMAGE, row)
+        async with self._lock.shared():
+            kept = await asyncio.to_thread(_keep_all, self._full, images)
+            params: list[object] = []
+            for idx, (image, (sha, rel)) in enumerate(zip(images, kept, strict=True)):
+                params += (job_id, idx, sha, rel, len(image.data), image.width, image.height, image.mime, created)
+            # One statement for all the rows, so they commit together, sharing the group commit with others.
+            await self.db.write(_UPSERT_IMAGES.format(rows=", ".join([_UPSERT_ROW] * len(images))), params)
 
     async def attach(
         self,
@@ -370,7 +457,7 @@ class ImageStore:
         except ValueError:
             rel = content_path(row["sha256"], row["mime"])
             target = self._full(rel)
-        async with self._lock:
+        async with self._lock.shared():
             try:
                 await asyncio.to_thread(_write_atomic, target, data, replace=True)
                 async with self.db.transaction() as tx:
@@ -393,7 +480,7 @@ class ImageStore:
             raise ValueError("max_age_days must not be negative")
         if max_total_bytes is not None and max_total_bytes < 0:
             raise ValueError("max_total_bytes must not be negative")
-        async with self._lock:
+        async with self._lock.exclusive():
             return await self._cleanup(max_age_days, max_total_bytes)
 
     async def _cleanup(self, max_age_days: float | None, max_total_bytes: int | None) -> CleanupReport:
