@@ -31,7 +31,7 @@ import logging
 import math
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +73,8 @@ class _Waiter:
     ready: bool = True
     granted: bool = False
     cancelled: bool = False
+    position: int = 0
+    """Its place in line as of the last dispatch; kept only for waiters with `on_position`."""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -111,6 +113,7 @@ class JobQueue:
         self._guild_running: Counter[str] = Counter()
         self._turns: dict[str, tuple[float, int]] = {}
         self._seq = 0
+        self._listening = 0  # waiters in line with an `on_position`
 
     def __repr__(self) -> str:
         return f"JobQueue(running={self._running}/{self.max_running}, waiting={self.waiting})"
@@ -189,6 +192,8 @@ class JobQueue:
         else:
             line.append(waiter)
         self._jobs[job_id] = waiter
+        if on_position is not None:
+            self._listening += 1
         timer = asyncio.ensure_future(self._sleep(delay)) if delay > 0 else None
         try:
             self._dispatch()
@@ -243,22 +248,54 @@ class JobQueue:
         )
 
     def _dispatch(self) -> None:
-        """Start every job the rule allows now, then wake the waiters to report their new places."""
+        """Start every job the rule allows now, then wake the waiters whose place in line changed.
+
+        Only the jobs granted a slot and the waiters that report their place are woken, so a start or
+        an end costs the same however many jobs wait without listening.
+        """
         while self._running < self.max_running:
-            heads = sorted((line[0] for line in self._lines.values()), key=lambda head: self._turn(head.user_id, head))
-            chosen = next((head for head in heads if self._may_start(head)), None)
+            chosen = min(
+                (line[0] for line in self._lines.values() if self._may_start(line[0])),
+                key=lambda head: self._turn(head.user_id, head),
+                default=None,
+            )
             if chosen is None:
                 break
             self._grant(chosen)
+        if self._listening:
+            for waiter, position in self._positions():
+                if waiter.on_position is not None and waiter.position != position:
+                    waiter.position = position
+                    waiter.wake.set()
+
+    def _positions(self) -> Iterator[tuple[_Waiter, int]]:
+        """Every waiting job with its `_position`, in one pass over the lines instead of one per job.
+
+        A job at index i of its user's line has ahead of it: from every user, min(their line, i) jobs,
+        plus one more from each user whose turn comes first and whose line is longer than i.
+        """
+        longest = max((len(line) for line in self._lines.values()), default=0)
+        longer = [0] * longest  # longer[i]: users whose line is longer than i
         for line in self._lines.values():
-            for waiter in line:
-                waiter.wake.set()
+            for i in range(len(line)):
+                longer[i] += 1
+        before = [0] * longest  # like `longer`, over the users whose turn comes before this one's
+        lines = sorted(self._lines.items(), key=lambda item: self._turn(item[0], item[1][0]))
+        for _user_id, line in lines:
+            ahead = 0  # sum of min(len, i) over every user
+            for i, waiter in enumerate(line):
+                yield waiter, ahead + before[i] + 1
+                ahead += longer[i]
+            for i in range(len(line)):
+                before[i] += 1
 
     def _grant(self, waiter: _Waiter) -> None:
         line = self._lines[waiter.user_id]
         line.popleft()
         if not line:
             del self._lines[waiter.user_id]
+        if waiter.on_position is not None:
+            self._listening -= 1
         waiter.granted = True
         self._seq += 1
         self._turns[waiter.user_id] = (self.clock(), self._seq)
@@ -291,6 +328,8 @@ class JobQueue:
             line.remove(waiter)
             if not line:
                 del self._lines[waiter.user_id]
+            if waiter.on_position is not None:
+                self._listening -= 1
         waiter.wake.set()
         self._dispatch()
 
@@ -321,15 +360,16 @@ class JobQueue:
                 continue
             if waiter.granted:
                 break
-            position = self._position(waiter)
-            if position != reported:
-                reported = position
-                await self._report(waiter, position)
+            if waiter.on_position is not None and waiter.position != reported:
+                reported = waiter.position
+                await self._report(waiter, reported)
+                continue
+            if timer is None:
+                await waiter.wake.wait()
                 continue
             woken: asyncio.Future[Any] = asyncio.ensure_future(waiter.wake.wait())
-            waits = {woken} if timer is None else {woken, timer}
             try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({woken, timer}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 woken.cancel()
         await self._report(waiter, 0)

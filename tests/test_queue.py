@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 from collections import defaultdict
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -676,3 +678,69 @@ async def test_mock_vary_still_works_with_a_queue(db: Database, catalogue: Catal
     studio = make_studio(db, catalogue, MockProvider(), queue(max_running=1))
     outcome = await studio.vary(VaryRequest(image=InputImage(images.png(64, 64))), ALICE)
     assert (await row(db, outcome.job_id))["status"] == "succeeded"
+
+
+# -- cost of a start or an end ------------------------------------------------------------------------
+
+
+async def test_positions_in_one_pass_match_each_jobs_own() -> None:
+    """The one-pass positions the queue reports equal `position()` job by job, through a random backlog."""
+    rng = random.Random(5)
+    line = Line(queue(max_running=3, per_user=2, per_guild=3))
+    for job in range(1, 61):
+        line.submit(job, f"u{rng.randrange(8)}", f"g{rng.randrange(3)}")
+        if job % 7 == 0:
+            await settle()
+    await settle()
+    while line.running:
+        waiting = [job for job in line.tasks if job not in line.running and not line.tasks[job].done()]
+        for job in waiting:
+            own = line.queue.position(job)
+            assert own is not None
+            assert own > 0
+            assert line.positions[job][-1] == own
+        await line.finish(rng.choice(sorted(line.running)))
+    assert all(task.done() for task in line.tasks.values())
+    assert all(reports[-1] == 0 for reports in line.positions.values())
+
+
+async def test_a_start_wakes_only_the_granted_job_and_the_listeners() -> None:
+    """Jobs that do not listen for their place stay asleep when another job starts or ends."""
+
+    class Watched(JobQueue):
+        woken: ClassVar[list[list[int]]] = []
+
+        def _dispatch(self) -> None:
+            super()._dispatch()
+            self.woken.append(sorted(job for job, waiter in self._jobs.items() if waiter.wake.is_set()))
+
+    jobs = Watched(max_running=1, per_user=1, per_guild=1)
+    gates = {job: asyncio.Event() for job in (1, 2, 3, 4)}
+    heard: list[int] = []
+
+    async def listen(position: int) -> None:
+        heard.append(position)
+
+    async def run(job: int, user: str, listener: bool) -> None:
+        async with jobs.slot(job, user, on_position=listen if listener else None):
+            await gates[job].wait()
+
+    tasks = [
+        asyncio.create_task(run(1, "a", False)),
+        asyncio.create_task(run(2, "b", False)),
+        asyncio.create_task(run(3, "c", False)),
+        asyncio.create_task(run(4, "d", True)),
+    ]
+    await settle()
+    assert heard == [3]
+    jobs.woken.clear()
+    gates[1].set()
+    await settle()
+    assert jobs.position(2) == 0
+    assert jobs.woken == [[2, 4]]  # job 3 moved up too, but nobody listens for it
+    assert heard == [3, 2]
+    for job in (2, 3, 4):
+        gates[job].set()
+        await settle()
+    await asyncio.gather(*tasks)
+    assert heard == [3, 2, 1, 0]
