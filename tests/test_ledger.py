@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -431,3 +431,77 @@ async def test_a_write_that_cannot_be_bound_fails_alone(db: Database, ledger: Le
         await db.write("UPDATE jobs SET prompt = ? WHERE id = 0", (2**64,))
     assert await ledger.reserve(draft(), 10) > 0
     assert not db._conn.in_transaction
+
+
+# -- budget status: one call on the connection's thread ---------------------------------------------
+
+
+def count_thread_calls(db: Database, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every function handed to the connection's thread from now on."""
+    calls: list[object] = []
+    real: Callable[..., Awaitable[object]] = db._conn._execute
+
+    async def counted(fn: Callable[..., object], *args: object, **kwargs: object) -> object:
+        calls.append(fn)
+        return await real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(db._conn, "_execute", counted)
+    return calls
+
+
+async def test_budget_status_is_one_thread_call_and_leaves_nothing(
+    ledger: Ledger, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With budgets or without, asking costs one hand-off to the connection's thread and writes nothing."""
+    calls = count_thread_calls(db, monkeypatch)
+    assert await ledger.budget_status(draft()) == []
+    assert len(calls) == 1
+    monkeypatch.undo()
+    await ledger.set_budget("user", "day", 100_000)
+    calls = count_thread_calls(db, monkeypatch)
+    (status,) = await ledger.budget_status(draft())
+    assert (status.budget.scope, status.remaining) == ("user", 100_000)
+    assert len(calls) == 1
+    monkeypatch.undo()
+    assert await db.fetchval("SELECT COUNT(*) FROM jobs") == 0
+    assert not db._conn.in_transaction
+
+
+async def test_budget_status_sees_budgets_set_and_removed_through_the_ledger(ledger: Ledger) -> None:
+    """No budget, then one, then none again: each answer is current."""
+    assert await ledger.budget_status(draft()) == []
+    budget = await ledger.set_budget("guild", "month", 500_000, guild_id="g1")
+    assert [s.budget for s in await ledger.budget_status(draft())] == [budget]
+    assert await ledger.remove_budget(budget.id)
+    assert await ledger.budget_status(draft()) == []
+
+
+async def test_budget_status_sees_budgets_another_process_sets(ledger: Ledger, db: Database, clock: Clock) -> None:
+    """A budget set by `python -m bot budget set` beside the bot (another connection) counts at once."""
+    assert await ledger.budget_status(draft()) == []
+    other = await Database.open(db.path)
+    try:
+        cli = Ledger(other, clock=clock)
+        budget = await cli.set_budget("user", "day", 70_000)
+        assert [s.budget.id for s in await ledger.budget_status(draft())] == [budget.id]
+        await cli.remove_budget(budget.id)
+        assert await ledger.budget_status(draft()) == []
+    finally:
+        await other.close()
+
+
+async def test_budget_status_statement_by_statement_gives_the_same(ledger: Ledger, db: Database) -> None:
+    """Without the one-call path (Database.batch_on_thread off) the answers are the same."""
+    await ledger.set_budget("user", "day", 100_000)
+    await ledger.set_budget("global", "month", 5_000_000)
+    await ledger.reserve(draft(), 40_000)
+    together = await ledger.budget_status(draft())
+    other_user = await ledger.budget_status(draft(user="u2"))
+    assert [s.remaining for s in together] == [60_000, 4_960_000]
+    db.batch_on_thread = False
+    assert await ledger.budget_status(draft()) == together
+    assert await ledger.budget_status(draft(user="u2")) == other_user
+    await ledger.remove_budget(together[0].budget.id)
+    await ledger.remove_budget(together[1].budget.id)
+    assert await ledger.budget_status(draft()) == []
+    assert await db.fetchval("SELECT COUNT(*) FROM jobs") == 1

@@ -152,6 +152,28 @@ _INSERT_JOB = (
 )
 
 
+_ANY_BUDGET = "SELECT EXISTS (SELECT 1 FROM budgets)"
+_APPLYING_BUDGETS = (
+    "SELECT b.*, COALESCE(s.spent, 0) AS spent FROM job_budgets AS jb "
+    "JOIN budgets AS b ON b.id = jb.budget_id "
+    "LEFT JOIN budget_spend AS s ON s.budget_id = jb.budget_id AND s.subject = jb.subject "
+    "AND s.period_start = jb.period_start WHERE jb.job_id = ?"
+)
+
+
+def _probe_budgets(conn: sqlite3.Connection, params: tuple[object, ...]) -> list[sqlite3.Row]:
+    """The budgets applying to a job with `params`, with what each has spent; runs on the connection's thread."""
+    if not conn.execute(_ANY_BUDGET).fetchone()[0]:
+        return []
+    conn.execute("BEGIN")
+    try:
+        job_id = conn.execute(_INSERT_JOB, params).lastrowid
+        rows: list[sqlite3.Row] = conn.execute(_APPLYING_BUDGETS, (job_id,)).fetchall()
+    finally:
+        conn.execute("ROLLBACK")
+    return rows
+
+
 class Ledger:
     """Reservations, settlements, refunds and budgets over one Database."""
 
@@ -361,18 +383,26 @@ class Ledger:
         return [_budget(row) for row in rows]
 
     async def budget_status(self, draft: JobDraft) -> list[BudgetStatus]:
-        """Every budget that would apply to `draft` now, with what is spent and left, tightest first."""
+        """Every budget that would apply to `draft` now, with what is spent and left, tightest first.
+
+        With no budget at all (checked on every call, so one set by another process counts at once) it
+        asks nothing more; otherwise the schema's own view says which apply, through a job row that is
+        rolled back. Either way it is one call on the connection's thread.
+        """
         params = self._job_params(draft, status="rejected", cost_state="free", estimate=0)
-        # Ask the schema's own view which budgets apply, through a job row that is rolled back.
-        async with self.db.scratch() as tx:
-            job_id = await tx.execute(_INSERT_JOB, params)
-            rows = await tx.fetchall(
-                "SELECT b.*, COALESCE(s.spent, 0) AS spent FROM job_budgets AS jb "
-                "JOIN budgets AS b ON b.id = jb.budget_id "
-                "LEFT JOIN budget_spend AS s ON s.budget_id = jb.budget_id AND s.subject = jb.subject "
-                "AND s.period_start = jb.period_start WHERE jb.job_id = ?",
-                (job_id,),
-            )
+        db = self.db
+        # Database offers no call that runs a function on its thread; this is what its `_apply` does.
+        runner = getattr(db._conn, "_execute", None)
+        raw = getattr(db._conn, "_conn", None)
+        if db.batch_on_thread and runner is not None and isinstance(raw, sqlite3.Connection):
+            async with db._lock:
+                rows: list[sqlite3.Row] = await runner(_probe_budgets, raw, params)
+        elif not await db.fetchval(_ANY_BUDGET):
+            rows = []
+        else:
+            async with db.scratch() as tx:
+                job_id = await tx.execute(_INSERT_JOB, params)
+                rows = await tx.fetchall(_APPLYING_BUDGETS, (job_id,))
         now = self._clock()
         found = [BudgetStatus(_budget(row), int(row["spent"]), period_bounds(row["period"], now)[1]) for row in rows]
         return sorted(found, key=lambda s: s.remaining)
