@@ -33,6 +33,7 @@ from bot.jobs import JobOutcome, PartialHandler, Requester, Studio
 from bot.pricing import format_usd
 from bot.store.images import ImageStore
 from bot.store.ledger import JobRecord, Ledger
+from cogs.guard import admit
 
 if TYPE_CHECKING:
     from cogs.render import Renderer
@@ -86,8 +87,15 @@ def _actions(interaction: discord.Interaction[Any]) -> Actions:
 # -- the buttons ---------------------------------------------------------------------------------------
 
 
+class _Guarded:
+    """Clicks pass the same channel and permission check as the commands, before any work or charge."""
+
+    async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
+        return await admit(interaction, _actions(interaction).settings)
+
+
 class PickButton(
-    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=r"easel:u:(?P<job>\d+):(?P<i>\d+)"
+    _Guarded, discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=r"easel:u:(?P<job>\d+):(?P<i>\d+)"
 ):
     """U1…Un: post one image of a result alone, at full size, with its own buttons. Free."""
 
@@ -107,7 +115,7 @@ class PickButton(
 
 
 class VaryButton(
-    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=r"easel:v:(?P<job>\d+):(?P<i>\d+)"
+    _Guarded, discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=r"easel:v:(?P<job>\d+):(?P<i>\d+)"
 ):
     """V1…Vn: a variation of one image."""
 
@@ -127,7 +135,9 @@ class VaryButton(
         await _actions(interaction).vary(interaction, self.job_id, self.index)
 
 
-class RerollButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=r"easel:rr:(?P<job>\d+)"):
+class RerollButton(
+    _Guarded, discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=r"easel:rr:(?P<job>\d+)"
+):
     """🔄: the same request again."""
 
     def __init__(self, job_id: int, *, price: int | None = 0) -> None:
@@ -144,7 +154,9 @@ class RerollButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], t
         await _actions(interaction).reroll(interaction, self.job_id)
 
 
-class RemixButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=r"easel:remix:(?P<job>\d+)"):
+class RemixButton(
+    _Guarded, discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=r"easel:remix:(?P<job>\d+)"
+):
     """✏️: edit the prompt in a form, then generate again."""
 
     def __init__(self, job_id: int, *, price: int | None = 0) -> None:
@@ -162,6 +174,7 @@ class RemixButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], te
 
 
 class ZoomButton(
+    _Guarded,
     discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
     template=r"easel:zoom:(?P<job>\d+):(?P<i>\d+):(?P<f>15|20)",
 ):
@@ -185,6 +198,7 @@ class ZoomButton(
 
 
 class PanButton(
+    _Guarded,
     discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
     template=r"easel:pan:(?P<job>\d+):(?P<i>\d+):(?P<d>left|right|up|down)",
 ):
@@ -343,6 +357,7 @@ class Actions:
         self._ledger = ledger
         self._store = image_store
         self._renderer = renderer
+        self.settings = renderer.settings
 
     async def _job(self, job_id: int) -> JobRecord:
         job = await self._ledger.job(job_id)
@@ -408,6 +423,8 @@ class Actions:
         match = REMIX_FORM.fullmatch(str(data.get("custom_id", "")))
         if match is None:
             return False
+        if not await admit(interaction, self.settings):
+            return True
         job_id = int(match["job"])
         private = await self._defer(interaction)
         who = self._renderer.requester(interaction)

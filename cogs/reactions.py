@@ -44,6 +44,7 @@ from bot.store.images import ImageStore, extension
 from bot.store.ledger import iso, utc_now
 from cogs.buttons import NO_JOB, result_view
 from cogs.errors import friendly
+from cogs.guard import channel_allowed
 from cogs.render import FLAG, VARY, Renderer, add_result_reactions
 
 if TYPE_CHECKING:
@@ -222,7 +223,7 @@ class Reactions(commands.Cog):
         if payload.message_author_id is not None and payload.message_author_id != me.id:
             return  # not one of Easel's messages: no need to ask the database
         action = action_for(payload.emoji)
-        if action is None:
+        if action is None or not self._allowed(payload):
             return
         # Taken before the first await, so a second event of the burst sees it.
         key = (payload.message_id, payload.user_id, f"{action.kind}:{action.index}")
@@ -251,6 +252,12 @@ class Reactions(commands.Cog):
                 await self._flag(payload, channel, job_id)
             case "delete":
                 await self._delete(payload, channel, job_id)
+
+    def _allowed(self, payload: discord.RawReactionActionEvent) -> bool:
+        """Reactions outside EASEL_CHANNELS are ignored, like commands there (a thread counts as its parent)."""
+        channel = self.bot.get_channel(payload.channel_id)
+        parent = channel.parent_id if isinstance(channel, discord.Thread) else None
+        return channel_allowed(self.bot.settings, payload.channel_id, parent)
 
     def _channel(self, payload: discord.RawReactionActionEvent) -> Destination:
         channel = self.bot.get_channel(payload.channel_id)

@@ -233,3 +233,22 @@ def test_actions_a_model_cannot_do_are_left_out() -> None:
     laid_out = rows(result_view(4, 2, Prices(vary=None, outpaint=None, remix=None)))
     assert laid_out == [["easel:u:4:0", "easel:u:4:1"], ["easel:rr:4"]]
     assert rows(image_view(4, 1, Prices(vary=None, outpaint=None))) == []
+
+
+async def test_a_click_outside_the_allowed_channels_is_refused_for_free(
+    env: simcord.Env, simcord_bot: EaselBot, settings: Settings
+) -> None:
+    """Once EASEL_CHANNELS leaves the channel out, V1 under an old result gets the guard's sentence and no job."""
+    channel, alice, message = await imagine(env)
+    elsewhere = env.guild.create_text_channel("studio")
+    settings.channels = str(elsewhere.id)
+
+    click = await alice.click(message, custom_id="easel:v:1:0")
+
+    assert click.response is not None
+    assert click.response.ephemeral
+    assert click.response.content == f"🚫 I only draw in <#{elsewhere.id}>."
+    assert await jobs(simcord_bot) == 1
+    settings.channels = str(channel.id)
+    await alice.click(message, custom_id="easel:v:1:0")
+    assert await jobs(simcord_bot) == 2

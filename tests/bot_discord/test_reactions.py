@@ -239,3 +239,16 @@ async def test_reactions_work_after_a_restart(world: World, settings: Settings, 
     finally:
         await fresh.close()
         assert old is not fresh
+
+
+async def test_reactions_outside_the_allowed_channels_are_ignored(world: World, settings: Settings) -> None:
+    """🔁 on a result in a channel EASEL_CHANNELS leaves out starts nothing; in a listed channel it does."""
+    message = await world.result()
+    elsewhere = world.guild.create_text_channel("studio")
+    settings.channels = str(elsewhere.id)
+    await world.bob.react(message, VARY)
+    assert await world.children(message) == []
+    settings.channels = f"{elsewhere.id},{world.channel.id}"
+    await world.bob.unreact(message, VARY)
+    await world.bob.react(message, VARY)
+    assert len(await world.children(message)) == 1
