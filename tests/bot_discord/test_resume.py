@@ -79,115 +79,97 @@ def mentions(messages: Sequence[discord.Message], user_id: int) -> list[discord.
     return [message for message in messages if f"<@{user_id}>" in message.content]
 
 
-async def test_a_queued_job_resumes_and_posts_in_its_channel(settings: Settings) -> None:
-    """After a restart the queued job runs once under its reservation; the result mentions alice, with buttons."""
+@contextlib.asynccontextmanager
+async def restarting(settings: Settings) -> AsyncIterator[tuple[simcord.Env, World, EaselBot, EaselBot]]:
+    """A running first bot with its world, and the second bot a test restarts into; both closed after."""
     first, second = make_bot(settings), make_bot(settings)
     try:
         async with simcord.run(first) as env:
-            world = World(env)
-            job_id = await world.reserve(first)
-            await env.restart_bot(second)
-            await env.settle()
-
-            assert await state(second, job_id) == ("succeeded", "settled")
-            # One reservation, one charge (the mock is free) and its release: never a second reservation.
-            rows = await ledger_rows(second, job_id)
-            assert [kind for kind, _ in rows].count("reserve") == 1
-            assert [kind for kind, _ in rows].count("charge") == 1
-            (posted,) = mentions(world.channel.history(), world.alice.id)
-            assert posted.reference is None
-            assert "before the restart" in posted.content
-            assert [a.filename for a in posted.attachments] == [f"easel_{job_id}_1.png", f"easel_{job_id}_2.png"]
-            assert posted.embeds[0].footer.text == f"Job {job_id}"
-            custom_ids = [child.custom_id for row in posted.components for child in row.children]  # type: ignore[attr-defined]
-            assert f"easel:v:{job_id}:0" in custom_ids
-            assert await second.core.image_store.find_by_message(posted.id) == [(job_id, 0), (job_id, 1)]
+            yield env, World(env), first, second
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_queued_job_resumes_and_posts_in_its_channel(settings: Settings) -> None:
+    """After a restart the queued job runs once under its reservation; the result mentions alice, with buttons."""
+    async with restarting(settings) as (env, world, first, second):
+        job_id = await world.reserve(first)
+        await env.restart_bot(second)
+        await env.settle()
+
+        assert await state(second, job_id) == ("succeeded", "settled")
+        # One reservation, one charge (the mock is free) and its release: never a second reservation.
+        rows = await ledger_rows(second, job_id)
+        assert [kind for kind, _ in rows].count("reserve") == 1
+        assert [kind for kind, _ in rows].count("charge") == 1
+        (posted,) = mentions(world.channel.history(), world.alice.id)
+        assert posted.reference is None
+        assert "before the restart" in posted.content
+        assert [a.filename for a in posted.attachments] == [f"easel_{job_id}_1.png", f"easel_{job_id}_2.png"]
+        assert posted.embeds[0].footer.text == f"Job {job_id}"
+        custom_ids = [child.custom_id for row in posted.components for child in row.children]  # type: ignore[attr-defined]
+        assert f"easel:v:{job_id}:0" in custom_ids
+        assert await second.core.image_store.find_by_message(posted.id) == [(job_id, 0), (job_id, 1)]
 
 
 async def test_a_queued_edit_is_refunded_and_the_user_told(settings: Settings) -> None:
     """An edit's input images were not kept: it is refunded, and alice reads one sentence saying so."""
-    first, second = make_bot(settings), make_bot(settings)
-    try:
-        async with simcord.run(first) as env:
-            world = World(env)
-            job_id = await world.reserve(first, kind="edit", prompt="add a hat")
-            await env.restart_bot(second)
-            await env.settle()
+    async with restarting(settings) as (env, world, first, second):
+        job_id = await world.reserve(first, kind="edit", prompt="add a hat")
+        await env.restart_bot(second)
+        await env.settle()
 
-            assert await state(second, job_id) == ("cancelled", "refunded")
-            (told,) = mentions(world.channel.history(), world.alice.id)
-            assert told.content == f"<@{world.alice.id}> {NOT_RESUMED}"
-            assert not told.attachments
-    finally:
-        await first.close()
-        await second.close()
+        assert await state(second, job_id) == ("cancelled", "refunded")
+        (told,) = mentions(world.channel.history(), world.alice.id)
+        assert told.content == f"<@{world.alice.id}> {NOT_RESUMED}"
+        assert not told.attachments
 
 
 async def test_a_running_job_stays_an_unknown_charge(settings: Settings) -> None:
     """A job running at the restart is not resumed: the crash rule keeps its estimate as an unknown charge."""
-    first, second = make_bot(settings), make_bot(settings)
-    try:
-        async with simcord.run(first) as env:
-            world = World(env)
-            running = await world.reserve(first, prompt="running fox")
-            assert await first.core.ledger.start(running)
-            queued = await world.reserve(first, prompt="queued fox")
-            await env.restart_bot(second)
-            await env.settle()
+    async with restarting(settings) as (env, world, first, second):
+        running = await world.reserve(first, prompt="running fox")
+        assert await first.core.ledger.start(running)
+        queued = await world.reserve(first, prompt="queued fox")
+        await env.restart_bot(second)
+        await env.settle()
 
-            assert await state(second, running) == ("failed", "unknown")
-            job = await second.core.ledger.job(running)
-            assert job is not None
-            assert job.cost == ESTIMATE
-            assert await state(second, queued) == ("succeeded", "settled")
-            (posted,) = mentions(world.channel.history(), world.alice.id)
-            assert "queued fox" in posted.content
-    finally:
-        await first.close()
-        await second.close()
+        assert await state(second, running) == ("failed", "unknown")
+        job = await second.core.ledger.job(running)
+        assert job is not None
+        assert job.cost == ESTIMATE
+        assert await state(second, queued) == ("succeeded", "settled")
+        (posted,) = mentions(world.channel.history(), world.alice.id)
+        assert "queued fox" in posted.content
 
 
 async def test_a_job_whose_channel_is_gone_is_refunded(settings: Settings) -> None:
     """A queued job for a channel the bot can no longer find is refunded without calling the provider."""
-    first, second = make_bot(settings), make_bot(settings)
-    try:
-        async with simcord.run(first) as env:
-            world = World(env)
-            job_id = await world.reserve(first, channel_id=987654321)
-            await env.restart_bot(second)
-            await env.settle()
+    async with restarting(settings) as (env, world, first, second):
+        job_id = await world.reserve(first, channel_id=987654321)
+        await env.restart_bot(second)
+        await env.settle()
 
-            assert await state(second, job_id) == ("cancelled", "refunded")
-            assert mentions(world.channel.history(), world.alice.id) == []
-    finally:
-        await first.close()
-        await second.close()
+        assert await state(second, job_id) == ("cancelled", "refunded")
+        assert mentions(world.channel.history(), world.alice.id) == []
 
 
 async def test_a_job_in_a_channel_closed_to_the_bot_is_refunded_and_told(settings: Settings) -> None:
     """Where the bot may talk but not attach files, the job is refunded before it runs and alice is told."""
-    first, second = make_bot(settings), make_bot(settings)
-    try:
-        async with simcord.run(first) as env:
-            world = World(env)
-            me = world.guild.me
-            assert me is not None
-            closed = world.guild.create_text_channel(
-                "no-files", overwrites={me: discord.PermissionOverwrite(attach_files=False)}
-            )
-            job_id = await world.reserve(first, channel_id=closed.id)
-            await env.restart_bot(second)
-            await env.settle()
+    async with restarting(settings) as (env, world, first, second):
+        me = world.guild.me
+        assert me is not None
+        closed = world.guild.create_text_channel(
+            "no-files", overwrites={me: discord.PermissionOverwrite(attach_files=False)}
+        )
+        job_id = await world.reserve(first, channel_id=closed.id)
+        await env.restart_bot(second)
+        await env.settle()
 
-            assert await state(second, job_id) == ("cancelled", "refunded")
-            (told,) = mentions(closed.history(), world.alice.id)
-            assert told.content == f"<@{world.alice.id}> {NOT_RESUMED}"
-    finally:
-        await first.close()
-        await second.close()
+        assert await state(second, job_id) == ("cancelled", "refunded")
+        (told,) = mentions(closed.history(), world.alice.id)
+        assert told.content == f"<@{world.alice.id}> {NOT_RESUMED}"
 
 
 class Held(MockProvider):
@@ -246,65 +228,47 @@ async def test_closing_the_bot_stops_a_resumed_job_by_the_crash_rule(settings: S
 async def test_several_queued_jobs_resume_through_the_capped_queue(settings: Settings) -> None:
     """With one job at a time allowed, three queued jobs of two members all run, each posted once."""
     settings = settings.model_copy(update={"max_running": 1})
-    first, second = make_bot(settings), make_bot(settings)
-    try:
-        async with simcord.run(first) as env:
-            world = World(env)
-            bob = world.guild.add_member(env.create_user("bob"))
-            jobs = [
-                await world.reserve(first, prompt="fox one"),
-                await world.reserve(first, prompt="fox two"),
-                await world.reserve(first, prompt="bob's owl", user_id=bob.id),
-            ]
-            await env.restart_bot(second)
-            await env.settle()
+    async with restarting(settings) as (env, world, first, second):
+        bob = world.guild.add_member(env.create_user("bob"))
+        jobs = [
+            await world.reserve(first, prompt="fox one"),
+            await world.reserve(first, prompt="fox two"),
+            await world.reserve(first, prompt="bob's owl", user_id=bob.id),
+        ]
+        await env.restart_bot(second)
+        await env.settle()
 
-            for job_id in jobs:
-                assert await state(second, job_id) == ("succeeded", "settled")
-            history = world.channel.history()
-            assert len(mentions(history, world.alice.id)) == 2
-            assert len(mentions(history, bob.id)) == 1
-    finally:
-        await first.close()
-        await second.close()
+        for job_id in jobs:
+            assert await state(second, job_id) == ("succeeded", "settled")
+        history = world.channel.history()
+        assert len(mentions(history, world.alice.id)) == 2
+        assert len(mentions(history, bob.id)) == 1
 
 
 async def test_a_job_whose_model_is_gone_is_refunded_and_told(settings: Settings) -> None:
     """A queued job for a model shut down since cannot run: refunded, and alice is told in one sentence."""
-    first, second = make_bot(settings), make_bot(settings)
-    try:
-        async with simcord.run(first) as env:
-            world = World(env)
-            job_id = await world.reserve(first, model="dall-e-3")
-            await env.restart_bot(second)
-            await env.settle()
+    async with restarting(settings) as (env, world, first, second):
+        job_id = await world.reserve(first, model="dall-e-3")
+        await env.restart_bot(second)
+        await env.settle()
 
-            assert (await state(second, job_id))[1] == "refunded"
-            (told,) = mentions(world.channel.history(), world.alice.id)
-            assert told.content == f"<@{world.alice.id}> {NOT_RESUMED}"
-    finally:
-        await first.close()
-        await second.close()
+        assert (await state(second, job_id))[1] == "refunded"
+        (told,) = mentions(world.channel.history(), world.alice.id)
+        assert told.content == f"<@{world.alice.id}> {NOT_RESUMED}"
 
 
 async def test_a_direct_message_job_resumes_in_the_dm(settings: Settings) -> None:
     """A job asked for in a direct message is posted back there."""
-    first, second = make_bot(settings), make_bot(settings)
-    try:
-        async with simcord.run(first) as env:
-            world = World(env)
-            carol = env.create_user("carol")
-            dm = carol.dm_channel
-            job_id = await world.reserve(first, guild_id="", channel_id=dm.id, user_id=carol.id)
-            await env.restart_bot(second)
-            await env.settle()
+    async with restarting(settings) as (env, world, first, second):
+        carol = env.create_user("carol")
+        dm = carol.dm_channel
+        job_id = await world.reserve(first, guild_id="", channel_id=dm.id, user_id=carol.id)
+        await env.restart_bot(second)
+        await env.settle()
 
-            assert await state(second, job_id) == ("succeeded", "settled")
-            (posted,) = mentions(dm.history(), carol.id)
-            assert len(posted.attachments) == 2
-    finally:
-        await first.close()
-        await second.close()
+        assert await state(second, job_id) == ("succeeded", "settled")
+        (posted,) = mentions(dm.history(), carol.id)
+        assert len(posted.attachments) == 2
 
 
 async def test_without_the_resume_extension_queued_jobs_are_refunded(settings: Settings) -> None:
