@@ -105,28 +105,32 @@ def nets(rows: list[Any], key: str) -> dict[str, int]:
     return {getattr(row, key): row.spend.net for row in rows}
 
 
-async def rollup_matches_ledger(db: Database) -> dict[tuple[str, str, str], tuple[int, ...]]:
-    """spend_daily holds exactly the ledger's sums and counts by kind per (day, guild_id, model); those sums."""
+async def rollup_matches(db: Database, table: str, keys: str) -> dict[tuple[str, str, str], tuple[int, ...]]:
+    """`table` holds exactly the ledger's sums and counts by kind per `keys` (three columns); those sums."""
     rows = await db.fetchall(
-        "SELECT day, guild_id, model, "
+        f"SELECT {keys}, "  # noqa: S608 (keys and table are this file's constants)
         "SUM(CASE kind WHEN 'reserve' THEN amount ELSE 0 END), "
         "SUM(CASE kind WHEN 'charge' THEN amount ELSE 0 END), "
         "SUM(CASE kind WHEN 'refund' THEN amount ELSE 0 END), "
         "SUM(CASE WHEN kind = 'charge' AND note LIKE 'unknown:%' THEN amount ELSE 0 END), "
         "SUM(kind = 'reserve'), SUM(kind = 'charge'), SUM(kind = 'refund'), "
         "SUM(kind = 'charge' AND note IS NOT NULL AND note LIKE 'unknown:%') "
-        "FROM ledger GROUP BY day, guild_id, model"
+        f"FROM ledger GROUP BY {keys}"
     )
     expected = {(r[0], r[1], r[2]): tuple(r[3:]) for r in rows}
     stored = {
         (r[0], r[1], r[2]): tuple(r[3:])
         for r in await db.fetchall(
-            "SELECT day, guild_id, model, reserved, charged, refunded, unknown, "
-            "reserves, charges, refunds, unknowns FROM spend_daily"
+            f"SELECT {keys}, reserved, charged, refunded, unknown, reserves, charges, refunds, unknowns FROM {table}"  # noqa: S608
         )
     }
     assert stored == expected
     return stored
+
+
+async def rollup_matches_ledger(db: Database) -> dict[tuple[str, str, str], tuple[int, ...]]:
+    """spend_daily holds exactly the ledger's sums and counts per (day, guild_id, model)."""
+    return await rollup_matches(db, "spend_daily", "day, guild_id, model")
 
 
 async def reports_match_ledger(reports: Reports) -> None:
@@ -591,27 +595,8 @@ async def test_top_users_beyond_the_listing_limit(
 
 
 async def user_rollup_matches_ledger(db: Database) -> dict[tuple[str, str, str], tuple[int, ...]]:
-    """spend_by_user holds exactly the ledger's sums and counts by kind per (user_id, guild_id, day)."""
-    rows = await db.fetchall(
-        "SELECT user_id, guild_id, day, "
-        "SUM(CASE kind WHEN 'reserve' THEN amount ELSE 0 END), "
-        "SUM(CASE kind WHEN 'charge' THEN amount ELSE 0 END), "
-        "SUM(CASE kind WHEN 'refund' THEN amount ELSE 0 END), "
-        "SUM(CASE WHEN kind = 'charge' AND note LIKE 'unknown:%' THEN amount ELSE 0 END), "
-        "SUM(kind = 'reserve'), SUM(kind = 'charge'), SUM(kind = 'refund'), "
-        "SUM(kind = 'charge' AND note IS NOT NULL AND note LIKE 'unknown:%') "
-        "FROM ledger GROUP BY user_id, guild_id, day"
-    )
-    expected = {(r[0], r[1], r[2]): tuple(r[3:]) for r in rows}
-    stored = {
-        (r[0], r[1], r[2]): tuple(r[3:])
-        for r in await db.fetchall(
-            "SELECT user_id, guild_id, day, reserved, charged, refunded, unknown, "
-            "reserves, charges, refunds, unknowns FROM spend_by_user"
-        )
-    }
-    assert stored == expected
-    return stored
+    """spend_by_user holds exactly the ledger's sums and counts per (user_id, guild_id, day)."""
+    return await rollup_matches(db, "spend_by_user", "user_id, guild_id, day")
 
 
 async def scanned_top_users(
