@@ -193,6 +193,11 @@ def run_bot(settings: Settings, **options: Any) -> int:
         raise ConfigError("DISCORD_TOKEN is not set: create a bot at https://discord.com/developers and copy its token")
     token = settings.discord_token.get_secret_value()
     point_at(settings.discord_api_base, settings.discord_gateway_url)
+    # Easel never joins voice: no warnings about voice libraries, and no "logging in" line before every
+    # start (or before the one-line error when the token is refused) unless debugging.
+    discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("discord.client").setLevel(logging.WARNING)
     bot = EaselBot(settings, **options)
 
     async def main() -> None:

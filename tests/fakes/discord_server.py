@@ -1,0 +1,468 @@
+"""A loopback fake of Discord's REST API and gateway, for running the real bot process against it.
+
+`FakeDiscord` is an aiohttp server on 127.0.0.1 (a free port) in the test's own event loop. Point the bot at
+it with DISCORD_API_BASE=`api_base` and DISCORD_GATEWAY_URL=`gateway_url`. It answers what discord.py asks
+for while starting and while answering an interaction, with payloads shaped like Discord's:
+
+    GET   /api/v10/users/@me                                  -> the bot user (401 when the token is wrong)
+    GET   /api/v10/oauth2/applications/@me                    -> the application
+    GET   /api/v10/gateway, /gateway/bot                      -> the gateway URL
+    PUT   /api/v10/applications/{app}/commands                -> the commands, with ids (names recorded)
+    PUT   /api/v10/applications/{app}/guilds/{g}/commands     -> the same, for a test server
+    POST  /api/v10/interactions/{id}/{token}/callback         -> the callback response (with_response)
+    GET   /api/v10/webhooks/{app}/{token}/messages/@original  -> the reply so far
+    PATCH /api/v10/webhooks/{app}/{token}/messages/@original  -> the edited reply (JSON or multipart)
+    POST  /api/v10/webhooks/{app}/{token}                     -> a followup message
+    WS    /gateway                                            -> HELLO, IDENTIFY, READY, heartbeats
+
+Every other REST call is answered 404 (Discord's "Unknown" error) and recorded like the rest in `requests`,
+so a test can show what the bot asked for. The gateway sends plain JSON text frames: discord.py asks for a
+compressed stream but only decompresses binary frames. The REST routes want `Authorization: Bot <token>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+API = "/api/v10"
+DISCORD_EPOCH_MS = 1_420_070_400_000
+
+OP_DISPATCH = 0
+OP_HEARTBEAT = 1
+OP_IDENTIFY = 2
+OP_HELLO = 10
+OP_HEARTBEAT_ACK = 11
+
+
+def snowflake(counter: itertools.count[int], when: dt.datetime | None = None) -> int:
+    """A Discord id made at `when` (now by default), unique through `counter`."""
+    moment = when or dt.datetime.now(dt.UTC)
+    return (int(moment.timestamp() * 1000) - DISCORD_EPOCH_MS) << 22 | (next(counter) & 0x3FFFFF)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    """A JSON answer with Discord's bare content type: discord.py parses only exactly `application/json`."""
+    return web.Response(body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"})
+
+
+def _stamp() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One file of a multipart request."""
+
+    field: str
+    filename: str | None
+    content_type: str | None
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Call:
+    """One REST request the fake received."""
+
+    method: str
+    path: str
+    """Without the /api/v10 prefix."""
+    query: dict[str, str]
+    json: Any
+    """The JSON body, or a multipart request's payload_json; None without one."""
+    files: tuple[Upload, ...] = ()
+    at: float = 0.0
+    """The fake's loop time when it arrived."""
+
+
+@dataclass
+class Gateway:
+    """What happened on the gateway, for assertions."""
+
+    connections: int = 0
+    identify: dict[str, Any] | None = None
+    query: dict[str, str] = field(default_factory=dict)
+    heartbeats: int = 0
+    close_code: int | None = None
+    """The close code of the bot's last connection once it closed it."""
+    unknown: list[dict[str, Any]] = field(default_factory=list)
+    """Frames with an opcode the fake does not handle (presence updates and the like)."""
+
+
+class FakeDiscord:
+    """The fake; use as `async with FakeDiscord(token=...) as discord:`."""
+
+    def __init__(
+        self,
+        *,
+        token: str,
+        refuse_token: bool = False,
+        heartbeat_interval_ms: int = 1000,
+        bot_name: str = "Easel",
+    ) -> None:
+        self.token = token
+        self.refuse_token = refuse_token
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self._ids = itertools.count(1)
+        self.application_id = snowflake(self._ids)
+        self.bot_user: dict[str, Any] = {
+            "id": str(self.application_id),
+            "username": bot_name,
+            "discriminator": "0000",
+            "global_name": None,
+            "avatar": None,
+            "bot": True,
+            "flags": 0,
+            "public_flags": 0,
+        }
+        self.owner: dict[str, Any] = self.user(snowflake(self._ids), "owner")
+        self.requests: list[Call] = []
+        self.commands: dict[str, dict[str, Any]] = {}
+        """The synced commands by name, as the fake stored them (with ids)."""
+        self.gateway = Gateway()
+        self._messages: dict[str, dict[str, Any]] = {}
+        """Each interaction token's original reply."""
+        self._channels: dict[str, str] = {}
+        """Each interaction token's channel id."""
+        self._ws: web.WebSocketResponse | None = None
+        self._sequence = 0
+        self._changed = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # -- life -----------------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> FakeDiscord:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/gateway", self._gateway)
+        app.router.add_route("*", API + "/{tail:.*}", self._rest)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._ws is not None and not self._ws.closed:
+            await self._ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}{API}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/gateway"
+
+    # -- payloads -------------------------------------------------------------------------------------
+
+    def new_id(self) -> int:
+        return snowflake(self._ids)
+
+    @staticmethod
+    def user(user_id: int, name: str) -> dict[str, Any]:
+        return {
+            "id": str(user_id),
+            "username": name,
+            "discriminator": "0",
+            "global_name": name.title(),
+            "avatar": None,
+            "flags": 0,
+            "public_flags": 0,
+        }
+
+    def application(self) -> dict[str, Any]:
+        return {
+            "id": str(self.application_id),
+            "name": self.bot_user["username"],
+            "description": "",
+            "icon": None,
+            "rpc_origins": [],
+            "bot_public": True,
+            "bot_require_code_grant": False,
+            "owner": self.owner,
+            "team": None,
+            "verify_key": "0" * 64,
+            "flags": 0,
+            "summary": "",
+        }
+
+    def message(self, channel_id: str, body: Any, files: tuple[Upload, ...] = ()) -> dict[str, Any]:
+        """A message the way Discord returns one, built from what the bot sent."""
+        sent: dict[str, Any] = body if isinstance(body, dict) else {}
+        attachments = [
+            {
+                "id": str(self.new_id()),
+                "filename": upload.filename or "file",
+                "size": len(upload.data),
+                "url": f"http://127.0.0.1:{self.port}/attachments/{upload.filename}",
+                "proxy_url": f"http://127.0.0.1:{self.port}/attachments/{upload.filename}",
+                "content_type": upload.content_type,
+            }
+            for upload in files
+        ]
+        return {
+            "id": str(self.new_id()),
+            "channel_id": channel_id,
+            "type": 20,
+            "author": self.bot_user,
+            "content": sent.get("content") or "",
+            "timestamp": _stamp(),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": attachments,
+            "embeds": sent.get("embeds") or [],
+            "components": [],
+            "pinned": False,
+            "flags": sent.get("flags") or 0,
+            "webhook_id": str(self.application_id),
+            "application_id": str(self.application_id),
+        }
+
+    # -- REST -----------------------------------------------------------------------------------------
+
+    async def _rest(self, request: web.Request) -> web.StreamResponse:
+        path = "/" + request.match_info["tail"]
+        body, files = await self._read_body(request)
+        call = Call(request.method, path, dict(request.query), body, files, asyncio.get_running_loop().time())
+        self.requests.append(call)
+        self._notify()
+        if path.startswith("/interactions/"):
+            return self._interaction_callback(call)
+        if path.startswith("/webhooks/"):
+            return self._webhook(call)
+        if request.headers.get("Authorization") != f"Bot {self.token}" or self.refuse_token:
+            return _json({"message": "401: Unauthorized", "code": 0}, status=401)
+        handler = self._route(call)
+        if handler is None:
+            return _json({"message": "Unknown", "code": 0}, status=404)
+        return handler()
+
+    def _route(self, call: Call) -> Callable[[], web.StreamResponse] | None:
+        gateway = {"url": self.gateway_url}
+        bot_gateway = {
+            "url": self.gateway_url,
+            "shards": 1,
+            "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1},
+        }
+        routes: dict[tuple[str, str], Callable[[], web.StreamResponse]] = {
+            ("GET", "/users/@me"): lambda: _json(self.bot_user),
+            ("GET", "/oauth2/applications/@me"): lambda: _json(self.application()),
+            ("GET", "/gateway"): lambda: _json(gateway),
+            ("GET", "/gateway/bot"): lambda: _json(bot_gateway),
+        }
+        found = routes.get((call.method, call.path))
+        if found is not None:
+            return found
+        commands = rf"/applications/{self.application_id}(/guilds/\d+)?/commands"
+        if call.method == "PUT" and re.fullmatch(commands, call.path):
+            return lambda: _json(self._store_commands(call.json))
+        return None
+
+    def _store_commands(self, definitions: Any) -> list[dict[str, Any]]:
+        stored = []
+        for definition in definitions or []:
+            command = {
+                "type": 1,
+                "description": "",
+                "default_member_permissions": None,
+                "dm_permission": True,
+                "nsfw": False,
+                "options": [],
+                **definition,
+                "id": str(self.new_id()),
+                "application_id": str(self.application_id),
+                "version": str(self.new_id()),
+            }
+            self.commands[command["name"]] = command
+            stored.append(command)
+        return stored
+
+    def _interaction_callback(self, call: Call) -> web.StreamResponse:
+        match = re.fullmatch(r"/interactions/(\d+)/([^/]+)/callback", call.path)
+        if match is None or call.method != "POST" or not isinstance(call.json, dict):
+            return _json({"message": "Unknown interaction", "code": 10062}, status=404)
+        interaction_id, token = match.groups()
+        kind = call.json.get("type")
+        data = call.json.get("data") or {}
+        flags = int(data.get("flags") or 0)
+        channel_id = self._channels.get(token, "0")
+        message = self.message(channel_id, data, call.files)
+        self._messages[token] = message
+        answer: dict[str, Any] = {
+            "interaction": {
+                "id": interaction_id,
+                "type": 2,
+                "response_message_id": message["id"],
+                "response_message_loading": kind == 5,
+                "response_message_ephemeral": bool(flags & 64),
+            },
+            "resource": {"type": kind, "message": message} if kind in (4, 5, 7) else None,
+        }
+        return _json(answer)
+
+    def _webhook(self, call: Call) -> web.StreamResponse:
+        match = re.fullmatch(r"/webhooks/(\d+)/([^/]+)(/messages/(@original|\d+))?", call.path)
+        if match is None or match.group(1) != str(self.application_id):
+            return _json({"message": "Unknown Webhook", "code": 10015}, status=404)
+        token = match.group(2)
+        original = self._messages.get(token)
+        if original is None:
+            return _json({"message": "Unknown Webhook", "code": 10015}, status=404)
+        if match.group(3) is None and call.method == "POST":
+            return _json(self.message(original["channel_id"], call.json, call.files))
+        if call.method == "GET":
+            return _json(original)
+        if call.method == "PATCH":
+            edited = self.message(original["channel_id"], call.json, call.files)
+            edited["id"] = original["id"]
+            edited["edited_timestamp"] = _stamp()
+            self._messages[token] = edited
+            return _json(edited)
+        if call.method == "DELETE":
+            return web.Response(status=204)
+        return _json({"message": "405: Method Not Allowed", "code": 0}, status=405)
+
+    @staticmethod
+    async def _read_body(request: web.Request) -> tuple[Any, tuple[Upload, ...]]:
+        if not request.can_read_body:
+            return None, ()
+        if request.content_type.startswith("multipart/"):
+            payload: Any = None
+            files: list[Upload] = []
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                data = await part.read()  # type: ignore[union-attr]
+                name = part.name or ""
+                if name == "payload_json":
+                    payload = json.loads(data)
+                else:
+                    files.append(Upload(name, part.filename, part.headers.get("Content-Type"), bytes(data)))
+            return payload, tuple(files)
+        text = await request.text()
+        return (json.loads(text) if text else None), ()
+
+    # -- the gateway ----------------------------------------------------------------------------------
+
+    async def _gateway(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(max_msg_size=0)
+        await ws.prepare(request)
+        self._ws = ws
+        self.gateway.connections += 1
+        self.gateway.query = dict(request.query)
+        await ws.send_str(json.dumps({"op": OP_HELLO, "d": {"heartbeat_interval": self.heartbeat_interval_ms}}))
+        async for frame in ws:
+            if frame.type is not WSMsgType.TEXT:
+                continue
+            message = json.loads(frame.data)
+            op = message.get("op")
+            if op == OP_IDENTIFY:
+                self.gateway.identify = message.get("d")
+                await self._send_ready()
+            elif op == OP_HEARTBEAT:
+                self.gateway.heartbeats += 1
+                await ws.send_str(json.dumps({"op": OP_HEARTBEAT_ACK}))
+            else:
+                self.gateway.unknown.append(message)
+            self._notify()
+        self.gateway.close_code = ws.close_code
+        self._notify()
+        return ws
+
+    async def _send_ready(self) -> None:
+        await self.dispatch(
+            "READY",
+            {
+                "v": 10,
+                "user": {**self.bot_user, "verified": True, "mfa_enabled": False},
+                "guilds": [],
+                "session_id": "fake-session",
+                "resume_gateway_url": self.gateway_url,
+                "application": {"id": str(self.application_id), "flags": 0},
+                "private_channels": [],
+                "relationships": [],
+                "shard": [0, 1],
+            },
+        )
+
+    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        """Send the bot a gateway event (op 0)."""
+        if self._ws is None or self._ws.closed:
+            raise RuntimeError("the bot is not connected to the fake gateway")
+        self._sequence += 1
+        await self._ws.send_str(json.dumps({"op": OP_DISPATCH, "t": event, "s": self._sequence, "d": data}))
+
+    # -- interactions ---------------------------------------------------------------------------------
+
+    async def slash_command_in_dm(self, name: str, options: dict[str, Any], *, user_id: int | None = None) -> str:
+        """Dispatch /`name` with string/int/bool `options`, typed by a member in a DM; returns its token."""
+        member = self.user(user_id or self.new_id(), "member")
+        channel_id = str(self.new_id())
+        token = f"interaction-token-{self.new_id()}"
+        self._channels[token] = channel_id
+        command = self.commands.get(name)
+        kinds = {str: 3, int: 4, bool: 5}
+        await self.dispatch(
+            "INTERACTION_CREATE",
+            {
+                "id": str(self.new_id()),
+                "application_id": str(self.application_id),
+                "type": 2,
+                "token": token,
+                "version": 1,
+                "channel_id": channel_id,
+                "channel": {"id": channel_id, "type": 1, "recipients": [member], "last_message_id": None, "flags": 0},
+                "user": member,
+                "locale": "en-US",
+                "app_permissions": str((1 << 51) - 1),
+                "entitlements": [],
+                "authorizing_integration_owners": {"0": member["id"]},
+                "context": 1,
+                "attachment_size_limit": 10 * 1024 * 1024,
+                "data": {
+                    "id": command["id"] if command else str(self.new_id()),
+                    "name": name,
+                    "type": 1,
+                    "options": [
+                        {"name": key, "type": kinds[type(value)], "value": value} for key, value in options.items()
+                    ],
+                },
+            },
+        )
+        return token
+
+    # -- waiting --------------------------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_for(self, check: Callable[[], Any], seconds: float) -> Any:
+        """Wait until `check()` returns something truthy, and return it; TimeoutError after `seconds`."""
+        async with asyncio.timeout(seconds):
+            while not (found := check()):
+                await self._changed.wait()
+            return found
+
+    def calls(self, method: str, pattern: str) -> list[Call]:
+        """The recorded calls of `method` whose path matches the regular expression `pattern` in full."""
+        return [c for c in self.requests if c.method == method and re.fullmatch(pattern, c.path)]

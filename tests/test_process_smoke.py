@@ -1,0 +1,173 @@
+"""The real bot process, `python -m bot`, against a loopback fake of Discord (tests/fakes/discord_server.py).
+
+Nothing inside the process is faked: settings come from its environment, discord.py logs in over HTTP,
+identifies on a websocket, syncs the commands, and answers an /imagine typed in a DM with the mock image
+provider drawing for real. Only Discord itself is the fake, on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from tests.conftest import SETTING_NAMES
+from tests.fakes.discord_server import FakeDiscord
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "MTIzNDU2Nzg5.fake-smoke-token.Zm9yIHRlc3RzIG9ubHk"
+"""Distinctive enough that finding it in the output means it leaked."""
+START_TIMEOUT_S = 30.0
+"""Generous: a loaded 2-CPU machine may take seconds just to import discord.py and start the workers."""
+STEP_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 10.0
+T = TypeVar("T")
+
+
+@dataclass
+class BotProcess:
+    proc: asyncio.subprocess.Process
+    folder: Path
+
+    @property
+    def stdout(self) -> str:
+        return (self.folder / "stdout.txt").read_text(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return (self.folder / "stderr.txt").read_text(errors="replace")
+
+    @property
+    def database(self) -> Path:
+        return self.folder / "data" / "easel.db"
+
+    async def expect(self, waiting: Awaitable[T], what: str, seconds: float = STEP_TIMEOUT_S) -> T:
+        """Wait for `waiting`, failing at once (with the bot's stderr) if the process exits or time runs out."""
+        step = asyncio.ensure_future(waiting)
+        ended = asyncio.ensure_future(self.proc.wait())
+        try:
+            done, _ = await asyncio.wait({step, ended}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+        if step in done:
+            return step.result()
+        step.cancel()
+        why = f"exited with {self.proc.returncode}" if ended in done else f"did not happen within {seconds} s"
+        pytest.fail(f"{what}: {why}\n--- bot stderr ---\n{self.stderr}")
+
+    async def exit_code(self, seconds: float = STOP_TIMEOUT_S) -> int:
+        try:
+            return await asyncio.wait_for(self.proc.wait(), seconds)
+        except TimeoutError:
+            pytest.fail(f"the bot did not exit within {seconds} s\n--- bot stderr ---\n{self.stderr}")
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord(token=TOKEN) as discord:
+        yield discord
+
+
+def bot_env(folder: Path, discord: FakeDiscord, token: str) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if name not in SETTING_NAMES}
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        PYTHONUNBUFFERED="1",
+        DISCORD_TOKEN=token,
+        DISCORD_API_BASE=discord.api_base,
+        DISCORD_GATEWAY_URL=discord.gateway_url,
+        EASEL_PROVIDER="mock",
+        EASEL_DATA_DIR=str(folder / "data"),
+        EASEL_LOG_LEVEL="INFO",
+    )
+    return env
+
+
+@pytest.fixture
+async def start_bot(tmp_path: Path) -> AsyncIterator[Any]:
+    """Start `python -m bot` in its own folder; whatever happens, the process is killed at the end."""
+    started: list[BotProcess] = []
+
+    async def start(discord: FakeDiscord, token: str = TOKEN) -> BotProcess:
+        folder = tmp_path / f"bot{len(started)}"
+        folder.mkdir()
+        with (folder / "stdout.txt").open("wb") as out, (folder / "stderr.txt").open("wb") as err:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bot",
+                cwd=folder,
+                env=bot_env(folder, discord, token),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+            )
+        bot = BotProcess(proc, folder)
+        started.append(bot)
+        return bot
+
+    try:
+        yield start
+    finally:
+        for bot in started:
+            if bot.proc.returncode is None:
+                bot.proc.kill()
+                await bot.proc.wait()
+
+
+async def ready(bot: BotProcess, discord: FakeDiscord) -> None:
+    """Wait until the bot identified and synced its commands."""
+    await bot.expect(discord.wait_for(lambda: discord.gateway.identify, START_TIMEOUT_S), "IDENTIFY", START_TIMEOUT_S)
+    await bot.expect(discord.wait_for(lambda: discord.commands, STEP_TIMEOUT_S), "the command sync")
+
+
+def assert_no_secret(bot: BotProcess) -> None:
+    assert TOKEN not in bot.stdout
+    assert TOKEN not in bot.stderr
+
+
+# -- start-up -----------------------------------------------------------------------------------------------
+
+
+async def test_the_bot_logs_in_identifies_and_syncs_its_commands(fake: FakeDiscord, start_bot: Any) -> None:
+    bot: BotProcess = await start_bot(fake)
+    await ready(bot, fake)
+
+    assert fake.calls("GET", "/users/@me"), "the bot never checked its token"
+    identify = fake.gateway.identify
+    assert identify is not None
+    assert identify["token"] == TOKEN
+    intents = int(identify["intents"])
+    assert not intents & (1 << 15), "the bot asked for message content"
+    assert intents & 1, "the bot did not ask for guild events"
+    assert {"imagine", "edit", "vary"} <= set(fake.commands)
+    assert fake.calls("PUT", rf"/applications/{fake.application_id}/commands")
+
+    # It keeps the connection alive: at least one heartbeat, answered.
+    await bot.expect(fake.wait_for(lambda: fake.gateway.heartbeats, STEP_TIMEOUT_S), "a heartbeat")
+    assert bot.proc.returncode is None
+    assert fake.gateway.connections == 1
+    assert_no_secret(bot)
+
+
+async def test_a_refused_token_is_one_line_and_exit_code_2(start_bot: Any) -> None:
+    async with FakeDiscord(token=TOKEN, refuse_token=True) as discord:
+        bot: BotProcess = await start_bot(discord)
+        code = await bot.exit_code(START_TIMEOUT_S)
+
+        assert code == 2, bot.stderr
+        lines = bot.stderr.splitlines()
+        assert len(lines) == 1, bot.stderr
+        assert lines[0].startswith("error: DISCORD_TOKEN was refused by Discord")
+        assert bot.stdout == ""
+        assert_no_secret(bot)
+        assert [call.path for call in discord.requests] == ["/users/@me"]
+        assert discord.gateway.connections == 0
