@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.conftest import SETTING_NAMES
-from tests.fakes.discord_server import FakeDiscord
+from tests.fakes.discord_server import Call, FakeDiscord
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -129,9 +129,13 @@ async def ready(bot: BotProcess, discord: FakeDiscord) -> None:
     await bot.expect(discord.wait_for(lambda: discord.commands, STEP_TIMEOUT_S), "the command sync")
 
 
-def assert_no_secret(bot: BotProcess) -> None:
+def assert_clean(bot: BotProcess, discord: FakeDiscord) -> None:
+    """No token in the output, no error or traceback logged, no call the fake does not know."""
     assert TOKEN not in bot.stdout
     assert TOKEN not in bot.stderr
+    assert "Traceback" not in bot.stderr
+    assert " ERROR " not in bot.stderr
+    assert [(call.method, call.path) for call in discord.unhandled] == []
 
 
 # -- start-up -----------------------------------------------------------------------------------------------
@@ -155,7 +159,7 @@ async def test_the_bot_logs_in_identifies_and_syncs_its_commands(fake: FakeDisco
     await bot.expect(fake.wait_for(lambda: fake.gateway.heartbeats, STEP_TIMEOUT_S), "a heartbeat")
     assert bot.proc.returncode is None
     assert fake.gateway.connections == 1
-    assert_no_secret(bot)
+    assert_clean(bot, fake)
 
 
 async def test_a_refused_token_is_one_line_and_exit_code_2(start_bot: Any) -> None:
@@ -168,6 +172,49 @@ async def test_a_refused_token_is_one_line_and_exit_code_2(start_bot: Any) -> No
         assert len(lines) == 1, bot.stderr
         assert lines[0].startswith("error: DISCORD_TOKEN was refused by Discord")
         assert bot.stdout == ""
-        assert_no_secret(bot)
+        assert_clean(bot, discord)
         assert [call.path for call in discord.requests] == ["/users/@me"]
         assert discord.gateway.connections == 0
+
+
+# -- an /imagine round trip ---------------------------------------------------------------------------------
+
+
+IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"RIFF")
+
+
+def is_image(data: bytes) -> bool:
+    return data.startswith(IMAGE_MAGIC)
+
+
+def result_edit(discord: FakeDiscord, token: str) -> Call | None:
+    """The edit of the reply that carries the result: an embed and image files (discord.py sends them as
+    application/octet-stream, so they are told by their bytes)."""
+    for call in discord.calls("PATCH", rf"/webhooks/{discord.application_id}/{token}/messages/@original"):
+        if isinstance(call.json, dict) and call.json.get("embeds") and any(is_image(f.data) for f in call.files):
+            return call
+    return None
+
+
+async def test_imagine_in_a_dm_defers_then_delivers_images(fake: FakeDiscord, start_bot: Any) -> None:
+    bot: BotProcess = await start_bot(fake)
+    await ready(bot, fake)
+
+    sent_at = asyncio.get_running_loop().time()
+    token = await fake.slash_command_in_dm("imagine", {"prompt": "a lighthouse at dusk"})
+    callback = rf"/interactions/\d+/{token}/callback"
+    deferred = await bot.expect(fake.wait_for(lambda: fake.calls("POST", callback), STEP_TIMEOUT_S), "the defer")
+    assert deferred[0].json["type"] == 5, deferred[0].json
+    assert deferred[0].at - sent_at < 3.0, "the defer came after Discord's 3 s"
+
+    result: Call = await bot.expect(fake.wait_for(lambda: result_edit(fake, token), STEP_TIMEOUT_S), "the images")
+    assert result.files
+    assert all(is_image(upload.data) for upload in result.files)
+    names = {upload.filename for upload in result.files}
+    assert {attachment["filename"] for attachment in result.json["attachments"]} == names
+    embed = result.json["embeds"][0]
+    assert embed["image"]["url"].removeprefix("attachment://") in names
+    assert any("a lighthouse at dusk" in field["value"] for field in embed.get("fields", [])), embed
+    assert len(fake.calls("POST", callback)) == 1, "the interaction was answered twice"
+    assert bot.proc.returncode is None
+    assert_clean(bot, fake)

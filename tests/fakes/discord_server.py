@@ -9,6 +9,7 @@ for while starting and while answering an interaction, with payloads shaped like
     GET   /api/v10/gateway, /gateway/bot                      -> the gateway URL
     PUT   /api/v10/applications/{app}/commands                -> the commands, with ids (names recorded)
     PUT   /api/v10/applications/{app}/guilds/{g}/commands     -> the same, for a test server
+    PUT   /api/v10/channels/{c}/messages/{m}/reactions/{e}/@me -> 204 (the bot reacting to its message)
     POST  /api/v10/interactions/{id}/{token}/callback         -> the callback response (with_response)
     GET   /api/v10/webhooks/{app}/{token}/messages/@original  -> the reply so far
     PATCH /api/v10/webhooks/{app}/{token}/messages/@original  -> the edited reply (JSON or multipart)
@@ -126,6 +127,8 @@ class FakeDiscord:
         }
         self.owner: dict[str, Any] = self.user(snowflake(self._ids), "owner")
         self.requests: list[Call] = []
+        self.unhandled: list[Call] = []
+        """The calls the fake has no route for (answered 404)."""
         self.commands: dict[str, dict[str, Any]] = {}
         """The synced commands by name, as the fake stored them (with ids)."""
         self.gateway = Gateway()
@@ -254,6 +257,7 @@ class FakeDiscord:
             return _json({"message": "401: Unauthorized", "code": 0}, status=401)
         handler = self._route(call)
         if handler is None:
+            self.unhandled.append(call)
             return _json({"message": "Unknown", "code": 0}, status=404)
         return handler()
 
@@ -276,6 +280,8 @@ class FakeDiscord:
         commands = rf"/applications/{self.application_id}(/guilds/\d+)?/commands"
         if call.method == "PUT" and re.fullmatch(commands, call.path):
             return lambda: _json(self._store_commands(call.json))
+        if call.method == "PUT" and re.fullmatch(r"/channels/\d+/messages/\d+/reactions/[^/]+/@me", call.path):
+            return lambda: web.Response(status=204)
         return None
 
     def _store_commands(self, definitions: Any) -> list[dict[str, Any]]:
