@@ -29,14 +29,14 @@ from discord.ext import commands
 from bot.api.types import GenerateRequest, InputImage, VaryRequest
 from bot.errors import ImageGone
 from bot.imaging.outpaint import Direction
-from bot.jobs import JobOutcome, PartialHandler, Requester, Studio
+from bot.jobs import JobOutcome, QueueHandler, Requester, Studio
 from bot.pricing import format_usd
 from bot.store.images import ImageStore
 from bot.store.ledger import JobRecord, Ledger
 from cogs.guard import admit
 
 if TYPE_CHECKING:
-    from cogs.render import Renderer
+    from cogs.render import Hooks, Renderer
 
 PER_ROW = 5
 """Discord puts at most five buttons in a row, and at most five rows under a message."""
@@ -355,6 +355,9 @@ class Actions:
     def __init__(self, studio: Studio, ledger: Ledger, image_store: ImageStore, renderer: Renderer) -> None:
         self._studio = studio
         self._ledger = ledger
+        self.studio = studio
+        self.ledger = ledger
+        """Shared with the Cancel button (`cogs.cancel`), which has no Actions of its own."""
         self._store = image_store
         self._renderer = renderer
         self.settings = renderer.settings
@@ -381,9 +384,9 @@ class Actions:
         private = await self._defer(interaction)
         who = self._renderer.requester(interaction)
 
-        async def work(_: PartialHandler) -> JobOutcome:
+        async def work(hooks: Hooks) -> JobOutcome:
             job = await self._job(job_id)
-            return await self._vary(who, job, (job_id, index))
+            return await self._vary(who, job, (job_id, index), on_queue=hooks.on_queue)
 
         headline = f"🎲 Variation of image {index + 1} of job {job_id}"
         await self._renderer.run(interaction, who, work, private=private, headline=headline)
@@ -393,11 +396,11 @@ class Actions:
         private = await self._defer(interaction)
         who = self._renderer.requester(interaction)
 
-        async def work(on_partial: PartialHandler) -> JobOutcome:
+        async def work(hooks: Hooks) -> JobOutcome:
             job = await self._job(job_id)
             if job.kind == "vary" and job.parent_job is not None and job.parent_index is not None:
-                return await self._vary(who, job, (job.parent_job, job.parent_index))
-            return await self._generate(interaction, who, job, job.prompt, on_partial)
+                return await self._vary(who, job, (job.parent_job, job.parent_index), on_queue=hooks.on_queue)
+            return await self._generate(interaction, who, job, job.prompt, hooks)
 
         await self._renderer.run(interaction, who, work, private=private, headline=f"🔄 Re-roll of job {job_id}")
 
@@ -430,9 +433,9 @@ class Actions:
         who = self._renderer.requester(interaction)
         prompt = submitted_text(data.get("components"), PROMPT_INPUT) or ""
 
-        async def work(on_partial: PartialHandler) -> JobOutcome:
+        async def work(hooks: Hooks) -> JobOutcome:
             job = await self._job(job_id)
-            return await self._generate(interaction, who, job, prompt, on_partial)
+            return await self._generate(interaction, who, job, prompt, hooks)
 
         await self._renderer.run(interaction, who, work, private=private, headline=f"✏️ Remix of job {job_id}")
         return True
@@ -460,7 +463,7 @@ class Actions:
         private = await self._defer(interaction)
         who = self._renderer.requester(interaction)
 
-        async def work(_: PartialHandler) -> JobOutcome:
+        async def work(hooks: Hooks) -> JobOutcome:
             job = await self._job(job_id)
             image = await self._store.load(job_id, index)
             return await self._studio.outpaint(
@@ -470,15 +473,18 @@ class Actions:
                 direction=direction,
                 model=self._renderer.edit_model(job.model),
                 parent=(job_id, index),
+                on_queue=hooks.on_queue,
             )
 
         await self._renderer.run(interaction, who, work, private=private, headline=headline)
 
-    async def _vary(self, who: Requester, job: JobRecord, parent: tuple[int, int]) -> JobOutcome:
+    async def _vary(
+        self, who: Requester, job: JobRecord, parent: tuple[int, int], *, on_queue: QueueHandler | None = None
+    ) -> JobOutcome:
         """One variation of image `parent` (job, index), with `job`'s model when it can vary."""
         image = await self._store.load(*parent)
         req = VaryRequest(image=_input(image.data, image.mime), model=self._renderer.vary_model(job.model), n=1)
-        return await self._studio.vary(req, who, parent=parent)
+        return await self._studio.vary(req, who, parent=parent, on_queue=on_queue)
 
     async def _generate(
         self,
@@ -486,9 +492,9 @@ class Actions:
         who: Requester,
         job: JobRecord,
         prompt: str,
-        on_partial: PartialHandler,
+        hooks: Hooks,
     ) -> JobOutcome:
         """Generate again with `job`'s model, size, quality and count, and `prompt`."""
         req = GenerateRequest(prompt=prompt, model=job.model, n=job.n, size=job.size, quality=job.quality)
         await self._renderer.announce(interaction, lambda: self._studio.plan_generate(req), who)
-        return await self._studio.generate(req, who, on_partial=on_partial)
+        return await self._studio.generate(req, who, on_partial=hooks, on_queue=hooks.on_queue)

@@ -36,11 +36,11 @@ from bot.config import Settings
 from bot.errors import BadImage, EaselError, InvalidOption
 from bot.imaging import masks
 from bot.imaging.inputs import DEFAULT_UPLOAD_CAP
-from bot.jobs import JobOutcome, PartialHandler, Studio
+from bot.jobs import JobOutcome, Studio
 from bot.store.images import ImageStore, extension
 from bot.store.ledger import Ledger
 from cogs.imagine import MAX_CHOICES, model_choices
-from cogs.render import Renderer, clip
+from cogs.render import Hooks, Renderer, clip
 
 if TYPE_CHECKING:
     from bot.app import EaselBot
@@ -236,12 +236,12 @@ class Edit(commands.Cog):
             return
         who = self.renderer.requester(interaction)
 
-        async def work(_: PartialHandler) -> JobOutcome:
+        async def work(hooks: Hooks) -> JobOutcome:
             source = await read_upload(image)
             mask_image = await read_upload(mask, what="mask") if mask is not None else None
             req = EditRequest(prompt=prompt, images=(source,), mask=mask_image, model=model)
             await self.renderer.announce(interaction, lambda: self.studio.plan_edit(req), who)
-            return await self.studio.edit(req, who, region=area)
+            return await self.studio.edit(req, who, region=area, on_queue=hooks.on_queue)
 
         await self.renderer.run(interaction, who, work, headline=_headline("🖌️", "Edit", prompt))
 
@@ -308,10 +308,10 @@ class Edit(commands.Cog):
         await interaction.response.defer(thinking=True)
         who = self.renderer.requester(interaction)
 
-        async def work(_: PartialHandler) -> JobOutcome:
+        async def work(hooks: Hooks) -> JobOutcome:
             req = VaryRequest(image=await read_upload(image), model=model, n=n, strength=strength)
             await self.renderer.announce(interaction, lambda: self.studio.plan_vary(req), who)
-            return await self.studio.vary(req, who)
+            return await self.studio.vary(req, who, on_queue=hooks.on_queue)
 
         headline = "🔁 Variation" if n == 1 else f"🔁 {n} variations"
         await self.renderer.run(interaction, who, work, headline=f"{headline} ({strength})")
@@ -337,12 +337,12 @@ class Edit(commands.Cog):
         await interaction.response.defer(thinking=True)
         who = self.renderer.requester(interaction)
 
-        async def work(_: PartialHandler) -> JobOutcome:
+        async def work(hooks: Hooks) -> JobOutcome:
             source, parent = await self._picture(message)
             model = self.renderer.vary_model(await self._parent_model(parent)) if parent else None
             req = VaryRequest(image=source, model=model)
             await self.renderer.announce(interaction, lambda: self.studio.plan_vary(req), who)
-            return await self.studio.vary(req, who, parent=parent)
+            return await self.studio.vary(req, who, parent=parent, on_queue=hooks.on_queue)
 
         await self.renderer.run(interaction, who, work, headline="🔁 Variation")
 
@@ -362,12 +362,12 @@ class Edit(commands.Cog):
         await interaction.response.defer(thinking=True)
         who = self.renderer.requester(interaction)
 
-        async def work(_: PartialHandler) -> JobOutcome:
+        async def work(hooks: Hooks) -> JobOutcome:
             source, parent = await self._picture(message)
             model = self.renderer.edit_model(await self._parent_model(parent)) if parent else None
             req = EditRequest(prompt=prompt, images=(source,), model=model)
             await self.renderer.announce(interaction, lambda: self.studio.plan_edit(req), who)
-            return await self.studio.edit(req, who, region=area, parent=parent)
+            return await self.studio.edit(req, who, region=area, parent=parent, on_queue=hooks.on_queue)
 
         await self.renderer.run(interaction, who, work, headline=_headline("🖌️", "Edit", prompt))
 

@@ -32,6 +32,12 @@ from bot.log import redact
 
 log = logging.getLogger(__name__)
 
+CANCEL_TOO_LATE = "It has already started; it can't be cancelled now."
+"""A Cancel click or ❌ on a job that is no longer waiting (running, finished, or unknown)."""
+CANCEL_NOT_YOURS = "🔒 Only the member who asked for this job, or a moderator, can cancel it."
+CANCELLED_FOR_SOMEONE = "❌ Cancelled job {job_id}; nothing was charged."
+"""What a moderator who cancels someone else's waiting job is told (the member sees the reply change)."""
+
 
 class OutsideChannels(app_commands.CheckFailure):
     """Used outside the channels EASEL_CHANNELS allows (threads count as their parent channel)."""

@@ -22,9 +22,10 @@ from bot.api.types import GenerateRequest
 from bot.catalogue import Catalogue, ModelSpec, parse_size
 from bot.config import Settings
 from bot.errors import InvalidOption
-from bot.jobs import JobOutcome, PartialHandler, Studio
+from bot.jobs import JobOutcome, Studio
 from cogs.buttons import BUTTONS, IMAGINE_COG, Actions
-from cogs.render import Renderer, clip
+from cogs.cancel import CancelButton
+from cogs.render import Hooks, Renderer, clip
 
 if TYPE_CHECKING:
     from bot.app import EaselBot
@@ -135,9 +136,9 @@ class Imagine(commands.Cog, name=IMAGINE_COG):
             prompt=prompt, model=model, n=n, size=size, quality=quality, style=style, background=background
         )
 
-        async def work(on_partial: PartialHandler) -> JobOutcome:
+        async def work(hooks: Hooks) -> JobOutcome:
             await self.renderer.announce(interaction, lambda: self.studio.plan_generate(req), who)
-            return await self.studio.generate(req, who, on_partial=on_partial)
+            return await self.studio.generate(req, who, on_partial=hooks, on_queue=hooks.on_queue)
 
         await self.renderer.run(interaction, who, work, private=private)
 
@@ -172,7 +173,7 @@ async def setup(bot: EaselBot) -> None:
     core = bot.core
     renderer = Renderer(core.studio, core.image_store, bot.workers, core.ledger, core.settings)
     actions = Actions(core.studio, core.ledger, core.image_store, renderer)
-    bot.add_dynamic_items(*BUTTONS)
+    bot.add_dynamic_items(*BUTTONS, CancelButton)
     await bot.add_cog(
         Imagine(
             studio=core.studio, catalogue=core.catalogue, settings=core.settings, renderer=renderer, actions=actions
@@ -181,4 +182,4 @@ async def setup(bot: EaselBot) -> None:
 
 
 async def teardown(bot: EaselBot) -> None:
-    bot.remove_dynamic_items(*BUTTONS)
+    bot.remove_dynamic_items(*BUTTONS, CancelButton)

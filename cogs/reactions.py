@@ -9,6 +9,7 @@ message holds (`find_by_message`), and everything else is read from the database
 - 🚩 records a flag (once per member and job) for the moderators. It is kept quiet: the member's reaction
   is taken off again where the bot may (so others do not see who flagged) and the thanks go by DM.
 - 🗑️ deletes the result, when the member asked for it or may manage messages in that channel.
+- ❌ on a waiting job's progress message cancels the job (see `cogs.cancel`), for the same members.
 
 Reactions from Easel itself (the 🔁 and 🚩 it adds to each result) and from other bots are ignored. A burst
 of the same reaction starts one job: a reaction already being handled for the same member, message and
@@ -43,6 +44,7 @@ from bot.store.flags import Flags
 from bot.store.images import ImageStore, extension
 from bot.store.ledger import iso, utc_now
 from cogs.buttons import NO_JOB, result_view
+from cogs.cancel import CANCEL, cancel_by_reaction
 from cogs.errors import friendly
 from cogs.guard import channel_allowed
 from cogs.render import FLAG, VARY, Renderer, add_result_reactions
@@ -222,6 +224,10 @@ class Reactions(commands.Cog):
             return
         if payload.message_author_id is not None and payload.message_author_id != me.id:
             return  # not one of Easel's messages: no need to ask the database
+        if payload.emoji.name == CANCEL:
+            if self._allowed(payload):
+                await self._cancel(payload)
+            return
         action = action_for(payload.emoji)
         if action is None or not self._allowed(payload):
             return
@@ -344,6 +350,21 @@ class Reactions(commands.Cog):
                 delete_after=NOTICE_SECONDS,
                 allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=[user], replied_user=False),
             )
+
+    # -- ❌ on a waiting job's progress message ---------------------------------------------------------------
+
+    async def _cancel(self, payload: discord.RawReactionActionEvent) -> None:
+        channel = self._channel(payload)
+        core = self.bot.core
+        try:
+            moderator = self._may_manage(payload, channel)
+            text = await cancel_by_reaction(
+                core.studio, core.ledger, payload.message_id, payload.user_id, moderator=moderator
+            )
+            if text is not None and (user := await self._user(payload)) is not None:
+                await self._notice(channel, payload.message_id, user, text)
+        except Exception:
+            log.exception("cancelling by reaction on message %s failed", payload.message_id)
 
     # -- 🚩 -----------------------------------------------------------------------------------------------------
 

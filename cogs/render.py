@@ -1,12 +1,13 @@
 """Showing results in Discord: progress, live previews, the result message, and failures in one sentence.
 
 `Renderer` is shared by /imagine and the buttons. A reply always goes the same way: the "thinking…"
-placeholder is edited into progress ("Estimated cost $0.21 · you have $1.79 left today"), then into
-streamed previews (at most one every 2 s), and finally into the result: every image as its own attachment,
-fitted to the upload limit off the event loop, plus a labelled grid when there are several and room under
-Discord's ten files; an embed with the prompt, the revised prompt, model, size, quality, the actual cost,
-the tightest budget left and when it resets, the job id and any notes; and the priced buttons. Where
-Discord holds each image is then recorded in the image store, so old buttons can fetch it back.
+placeholder is edited into progress ("Estimated cost $0.21 · you have $1.79 left today"), while the job
+waits its turn into its place in line with a Cancel button (`cogs.cancel`), then into streamed previews
+(at most one every 2 s), and finally into the result: every image as its own attachment, fitted to the
+upload limit off the event loop, plus a labelled grid when there are several and room under Discord's ten
+files; an embed with the prompt, the revised prompt, model, size, quality, the actual cost, the tightest
+budget left and when it resets, the job id and any notes; and the priced buttons. Where Discord holds each
+image is then recorded in the image store, so old buttons can fetch it back.
 
 An interaction token lives 15 minutes. A result that arrives later (checked against `interaction.created_at`
 with a margin, or learnt from Discord's refusal) is posted in the channel with the member's mention instead,
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import io
 import logging
 import time
@@ -32,11 +34,13 @@ from bot.config import Settings
 from bot.errors import EaselError, ImageGone
 from bot.imaging.fit import DISCORD_MAX_BYTES, DISCORD_MAX_FILES, FittedFile
 from bot.imaging.pool import ImageWorkers
-from bot.jobs import OUTPAINT_PROMPT, JobOutcome, PartialHandler, Plan, Quote, Requester, Studio
+from bot.jobs import OUTPAINT_PROMPT, JobOutcome, PartialHandler, Plan, QueueHandler, Quote, Requester, Studio
 from bot.pricing import format_usd
+from bot.queue import QueueUpdate
 from bot.store.images import ImageStore, extension
 from bot.store.ledger import BudgetStatus, JobDraft, JobKind, JobRecord, Ledger, describe_budget
 from cogs.buttons import NO_JOB, Prices, image_view, result_view
+from cogs.cancel import QueueWatch
 from cogs.errors import friendly, is_users_fault
 
 log = logging.getLogger(__name__)
@@ -69,8 +73,26 @@ TITLE_MAX = 256
 
 _WHEN = {"day": "today", "week": "this week", "month": "this month", "all": "in total"}
 
-Work = Callable[[PartialHandler], Awaitable[JobOutcome]]
-"""A job to run for a reply: given the preview handler, its outcome (or the EaselError that stopped it)."""
+
+@dataclass(frozen=True, slots=True)
+class Hooks:
+    """What a reply's job reports to: itself the preview handler (`on_partial`), plus `on_queue`.
+
+    Being a `PartialHandler` keeps old one-argument work (and wrappers of it) working unchanged.
+    """
+
+    on_partial: PartialHandler
+    on_queue: QueueHandler | None = None
+
+    async def __call__(self, partial: PartialImage) -> None:
+        await self.on_partial(partial)
+
+
+Work = Callable[[Hooks], Awaitable[JobOutcome]]
+"""A job to run for a reply: given its hooks (previews, place in line), its outcome (or the error that stopped it).
+
+Pass both on: `studio.generate(req, who, on_partial=hooks, on_queue=hooks.on_queue)`.
+"""
 
 
 def requester(interaction: discord.Interaction[Any]) -> Requester:
@@ -110,6 +132,18 @@ def estimate_line(quote: Quote) -> str:
     line = f"🎨 Working on it… estimated cost {format_usd(quote.estimate)}"
     if quote.budgets:
         line += f" · {budget_left(quote.budgets[0])}"
+    return line
+
+
+def queue_line(update: QueueUpdate, quote: Quote | None) -> str:
+    """The progress line while a job waits ("⏳ Queued: number 3 in line · …") or starts, with its estimate."""
+    line = f"⏳ Queued: number {update.position} in line" if update.position else "🖌️ Starting…"
+    if quote is not None:
+        line += f" · estimated cost {format_usd(quote.estimate)}"
+        if quote.budgets:
+            line += f" · {budget_left(quote.budgets[0])}"
+    if update.note:
+        line += f"\n{update.note}"
     return line
 
 
@@ -188,6 +222,8 @@ class Renderer:
         self._now = now
         self._preview_clock = preview_clock
         self._preview_interval = preview_interval
+        self._quotes: dict[int, Quote] = {}
+        """The estimate shown for each interaction whose job is running, for its place-in-line updates."""
 
     # -- small helpers the cogs share ------------------------------------------------------------------
 
@@ -255,6 +291,7 @@ class Renderer:
             quote = await self._studio.quote(make_plan(), who)
         except EaselError:
             return
+        self._quotes[interaction.id] = quote
         await self.progress(interaction, estimate_line(quote))
 
     def preview(self, interaction: discord.Interaction[Any]) -> PreviewUpdater:
@@ -278,10 +315,24 @@ class Renderer:
         private: bool = False,
         headline: str | None = None,
     ) -> discord.Message | None:
-        """Run `work` with live previews and deliver its outcome; any failure becomes one private sentence."""
+        """Run `work` with live previews and its place in line (with a Cancel button while it waits), then
+        deliver its outcome; any failure becomes one private sentence."""
         job_id: int | None = None
+        quote_text = functools.partial(self._queue_text, interaction.id)
+        watch = QueueWatch(
+            interaction,
+            self._studio,
+            quote_text,
+            private=private,
+            interval=self._preview_interval,
+            clock=self._preview_clock,
+        )
         try:
-            outcome = await work(self.preview(interaction))
+            try:
+                outcome = await work(Hooks(self.preview(interaction), on_queue=watch))
+            finally:
+                watch.close()
+                self._quotes.pop(interaction.id, None)
             job_id = outcome.job_id
             return await self.deliver(interaction, outcome, who, private=private, headline=headline)
         except Exception as error:
@@ -289,6 +340,9 @@ class Renderer:
                 log.warning("job for user %s failed: %s", who.user_id, error.message)
             await self.fail(interaction, error, private=private, job_id=job_id)
             return None
+
+    def _queue_text(self, interaction_id: int, update: QueueUpdate) -> str:
+        return queue_line(update, self._quotes.get(interaction_id))
 
     # -- results ----------------------------------------------------------------------------------------
 

@@ -1,0 +1,185 @@
+"""A waiting job in Discord: its place in line on the progress message, and a way to cancel it.
+
+While a job waits for its turn (`QueueUpdate.position` ≥ 1), `QueueWatch` keeps the reply up to date
+("⏳ Queued: number 3 in line · estimated cost $0.21 · you have $1.79 left today", at most one edit every
+2 s, the first always shown) and gives it a Cancel button (`easel:cancel:<job>`). A public reply also gets
+a ❌ reaction, and the message is remembered for the job (per Studio, shared by every cog's Renderer) until
+the job ends, so `cancel_by_reaction` can find it. When the job starts the button goes ("🖌️ Starting…").
+
+Cancelling calls `Studio.cancel`: the job ends 'cancelled', its reservation is returned in full, and the
+reply shows the `JobCancelled` sentence. Only the member who asked, or one who may manage messages there,
+may cancel; anyone else gets one private sentence. A job that has already started cannot be cancelled.
+Nothing is kept in memory that a restart would need: after one, the queue itself is gone (the resumed
+jobs run from `cogs.resume`), and an old Cancel button only answers that the job has started or ended.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any, Self
+
+import discord
+
+from bot.jobs import Studio
+from bot.queue import QueueUpdate
+from bot.store.ledger import Ledger
+from cogs.buttons import _actions, _Guarded
+from cogs.errors import CANCEL_NOT_YOURS, CANCEL_TOO_LATE, CANCELLED_FOR_SOMEONE
+
+log = logging.getLogger(__name__)
+
+CANCEL = "❌"
+CANCEL_INTERVAL = 2.0
+"""Seconds between two position updates of one reply (Discord rate-limits message edits)."""
+
+_WAITING: weakref.WeakKeyDictionary[Studio, dict[int, int]] = weakref.WeakKeyDictionary()
+
+
+def waiting(studio: Studio) -> dict[int, int]:
+    """Progress message id → job id, for the public replies of `studio`'s jobs that waited and are not done."""
+    return _WAITING.setdefault(studio, {})
+
+
+class CancelButton(
+    _Guarded, discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=r"easel:cancel:(?P<job>\d+)"
+):
+    """Cancel: take a waiting job out of line, fully refunded."""
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                style=discord.ButtonStyle.danger, label="Cancel", emoji=CANCEL, custom_id=f"easel:cancel:{job_id}"
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, _interaction: discord.Interaction[Any], _item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> Self:
+        return cls(int(match["job"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        actions = _actions(interaction)
+        await cancel_by_click(interaction, actions.studio, actions.ledger, self.job_id)
+
+
+def cancel_view(job_id: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(CancelButton(job_id))
+    return view
+
+
+async def _owner(ledger: Ledger, job_id: int, user_id: int) -> bool | None:
+    """True when `user_id` asked for the job, False when someone else did, None when there is no such job."""
+    job = await ledger.job(job_id)
+    return None if job is None else job.user_id == str(user_id)
+
+
+async def cancel_by_click(interaction: discord.Interaction[Any], studio: Studio, ledger: Ledger, job_id: int) -> None:
+    """The Cancel button: for the requester, the reply itself turns into the sentence; a moderator is told."""
+    owner = await _owner(ledger, job_id, interaction.user.id)
+    moderator = interaction.permissions.manage_messages
+    if owner is False and not moderator:
+        await interaction.response.send_message(CANCEL_NOT_YOURS, ephemeral=True)
+        return
+    if not studio.cancel(job_id):
+        await interaction.response.send_message(CANCEL_TOO_LATE, ephemeral=True)
+        return
+    log.info("job %d cancelled by %s", job_id, interaction.user.id)
+    if owner:
+        await interaction.response.defer()
+    else:
+        await interaction.response.send_message(CANCELLED_FOR_SOMEONE.format(job_id=job_id), ephemeral=True)
+
+
+async def cancel_by_reaction(
+    studio: Studio, ledger: Ledger, message_id: int, user_id: int, *, moderator: bool
+) -> str | None:
+    """❌ on a waiting job's reply: None when done (or not a waiting reply), else the sentence for the member."""
+    job_id = waiting(studio).get(message_id)
+    if job_id is None:
+        return None
+    if await _owner(ledger, job_id, user_id) is False and not moderator:
+        return CANCEL_NOT_YOURS
+    if not studio.cancel(job_id):
+        return CANCEL_TOO_LATE
+    log.info("job %d cancelled by %s (reaction)", job_id, user_id)
+    return None
+
+
+class QueueWatch:
+    """A `Studio` `on_queue` handler for one reply: the place in line, the Cancel button, and the ❌."""
+
+    def __init__(
+        self,
+        interaction: discord.Interaction[Any],
+        studio: Studio,
+        text: Callable[[QueueUpdate], str],
+        *,
+        private: bool,
+        interval: float = CANCEL_INTERVAL,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._interaction = interaction
+        self._studio = studio
+        self._text = text
+        self._private = private
+        self._interval = interval
+        self._clock = clock or time.monotonic
+        self._last: float | None = None
+        self._note = ""
+        self._waiting = False
+        self._message: discord.Message | None = None
+
+    async def __call__(self, update: QueueUpdate) -> None:
+        if update.position == 0:
+            await self._started(update)
+            return
+        now = self._clock()
+        if self._waiting and update.note == self._note and now - self._last_shown() < self._interval:
+            return
+        first = not self._waiting
+        self._waiting, self._note, self._last = True, update.note, now
+        await self._edit(content=self._text(update), view=cancel_view(update.job_id))
+        if first and not self._private:
+            await self._offer_reaction(update.job_id)
+
+    def _last_shown(self) -> float:
+        return self._last if self._last is not None else float("-inf")
+
+    async def _started(self, update: QueueUpdate) -> None:
+        if not self._waiting:
+            return  # it never waited: the reply shows the estimate, and nothing needs taking away
+        self._waiting = False
+        await self._edit(content=self._text(update), view=None)
+
+    async def _edit(self, **changes: Any) -> None:
+        try:
+            await self._interaction.edit_original_response(**changes)
+        except discord.HTTPException as exc:
+            log.debug("could not show the place in line: %s", exc)
+
+    async def _offer_reaction(self, job_id: int) -> None:
+        """React ❌ on the reply, and remember it for the job, so the member can cancel by reacting."""
+        try:
+            message = self._message or await self._interaction.original_response()
+        except discord.HTTPException as exc:
+            log.debug("could not fetch the reply to offer ❌: %s", exc)
+            return
+        self._message = message
+        if message.flags.ephemeral:
+            return
+        waiting(self._studio)[message.id] = job_id
+        with contextlib.suppress(discord.HTTPException):
+            await message.add_reaction(CANCEL)
+
+    def close(self) -> None:
+        """The job is over: a ❌ on its reply means nothing any more."""
+        if self._message is not None:
+            waiting(self._studio).pop(self._message.id, None)
