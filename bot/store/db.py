@@ -5,8 +5,13 @@ numbered files in `migrations/` (`0001_initial.sql`, ...); each runs in its own 
 transaction together with its `PRAGMA user_version`, so a failed migration leaves nothing behind. A
 database written by a newer Easel is refused rather than guessed at.
 
-Statements from different coroutines share one connection, so every use goes through one asyncio lock:
-a transaction's statements are never interleaved with another coroutine's.
+Statements from different coroutines share one connection, which runs everything on its own thread in the
+order it was handed over. Most uses are one hand-off: a read, a write, a group-committed batch of writes,
+or a function run on that thread (`call`); they go straight to the thread, so many can be in line at once
+and the thread never waits for the event loop between them (under load, waiting for a turn of the loop
+before each statement was most of a job's time in the database). A transaction made of several hand-offs
+(`transaction()`, `scratch()`) holds the connection's asyncio lock from its BEGIN to its end, and while it
+does, every other use waits for the lock, so nothing is ever interleaved with its statements.
 """
 
 from __future__ import annotations
@@ -16,11 +21,11 @@ import contextlib
 import logging
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import aiosqlite
 
@@ -35,6 +40,8 @@ WRITE_BATCH = 256
 _MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 Params = Sequence[Any] | dict[str, Any]
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +76,7 @@ class Database:
         self._pending: list[_Write] = []
         self._writer: asyncio.Task[None] | None = None
         self.batch_on_thread = True
-        """Run each group-commit batch as one call on the connection's thread (False: statement by statement)."""
+        """Run each use as one call on the connection's thread (False: through aiosqlite's public calls only)."""
 
     def __repr__(self) -> str:
         return f"Database({self.path!r})"
@@ -204,8 +211,7 @@ class Database:
     async def _run_batch(self, batch: list[_Write]) -> None:
         statements = [(item.sql, item.params) for item in batch]
         try:
-            async with self._lock:
-                results: list[int | Exception] = await self._apply(statements)
+            results: list[int | Exception] = await self._apply(statements)
         except Exception as exc:  # the writer must outlive any one batch
             log.exception("database %s: a batch of %d writes failed", self.path, len(batch))
             results = [exc for _ in batch]
@@ -217,16 +223,45 @@ class Database:
             else:
                 item.done.set_result(outcome)
 
-    async def _apply(self, statements: list[tuple[str, Params]]) -> list[int | Exception]:
-        """Run a batch in one transaction; the lock is held by the caller."""
-        runner = getattr(self._conn, "_execute", None)
+    @property
+    def on_thread(self) -> bool:
+        """Whether `call` is available: aiosqlite's way to run a function on its thread is there and wanted."""
+        return self.batch_on_thread and callable(getattr(self._conn, "_execute", None)) and self._raw() is not None
+
+    def _raw(self) -> sqlite3.Connection | None:
         raw = getattr(self._conn, "_conn", None)
-        if self.batch_on_thread and runner is not None and isinstance(raw, sqlite3.Connection):
-            # One hand-off to the connection's thread for the whole batch instead of one per statement,
-            # which is most of the cost of a small write. aiosqlite has no public call for this; its
-            # `_execute` is pinned by the version range in pyproject.toml and the fallback below is tested.
-            results: list[int | Exception] = await runner(_apply_batch, raw, statements)
-            return results
+        return raw if isinstance(raw, sqlite3.Connection) else None
+
+    async def call(
+        self, fn: Callable[Concatenate[sqlite3.Connection, _P], _T], *args: _P.args, **kwargs: _P.kwargs
+    ) -> _T:
+        """Run `fn(connection, *args)` on the connection's thread, in order with every other use; its result.
+
+        One hand-off however much `fn` does (which is most of the cost of a small statement), and nothing
+        else runs on the connection meanwhile. `fn` must leave no transaction open. Needs `on_thread`:
+        aiosqlite has no public call for this, so its `_execute` is pinned by the version range in
+        pyproject.toml, and every caller has a tested fallback through the public calls.
+        """
+        if not self.on_thread:
+            raise RuntimeError("Database.call needs aiosqlite's thread hand-off (on_thread)")
+        runner: Callable[..., Awaitable[_T]] = self._conn._execute
+        raw = self._raw()
+        if self._lock.locked():  # a transaction of several hand-offs is open: wait until it ends
+            async with self._lock:
+                return await runner(fn, raw, *args, **kwargs)
+        # Handed over before the first await, so it is in line ahead of any BEGIN that comes after.
+        return await runner(fn, raw, *args, **kwargs)
+
+    async def _apply(self, statements: list[tuple[str, Params]]) -> list[int | Exception]:
+        """Run a batch in one transaction."""
+        if self.on_thread:
+            # One hand-off for the whole batch instead of one per statement.
+            return await self.call(_apply_batch, statements)
+        async with self._lock:
+            return await self._apply_in_steps(statements)
+
+    async def _apply_in_steps(self, statements: list[tuple[str, Params]]) -> list[int | Exception]:
+        """`_apply` through aiosqlite's public calls, a hand-off per statement; the lock is held by the caller."""
         outcomes: list[int | Exception] = []
         try:
             await self._conn.execute("BEGIN IMMEDIATE")
@@ -247,14 +282,20 @@ class Database:
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         """One statement, committed on its own; the number of rows it changed (or the new row id for INSERT)."""
+        if self.on_thread:
+            return await self.call(_execute, sql, params)
         async with self._lock:
             return await Transaction(self._conn).execute(sql, params)
 
     async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
+        if self.on_thread:
+            return await self.call(_fetchone, sql, params)
         async with self._lock:
             return await Transaction(self._conn).fetchone(sql, params)
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        if self.on_thread:
+            return await self.call(_fetchall, sql, params)
         async with self._lock:
             return await Transaction(self._conn).fetchall(sql, params)
 
@@ -287,6 +328,23 @@ def _apply_batch(conn: sqlite3.Connection, statements: list[tuple[str, Params]])
             conn.execute("ROLLBACK")
         return [exc for _ in statements]
     return outcomes
+
+
+def _execute(conn: sqlite3.Connection, sql: str, params: Params) -> int:
+    return _outcome(sql, conn.execute(sql, params))
+
+
+def _fetchone(conn: sqlite3.Connection, sql: str, params: Params) -> sqlite3.Row | None:
+    cursor = conn.execute(sql, params)
+    try:
+        row: sqlite3.Row | None = cursor.fetchone()
+        return row
+    finally:
+        cursor.close()
+
+
+def _fetchall(conn: sqlite3.Connection, sql: str, params: Params) -> list[sqlite3.Row]:
+    return conn.execute(sql, params).fetchall()
 
 
 def _outcome(sql: str, cursor: sqlite3.Cursor | aiosqlite.Cursor) -> int:

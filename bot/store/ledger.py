@@ -391,12 +391,8 @@ class Ledger:
         """
         params = self._job_params(draft, status="rejected", cost_state="free", estimate=0)
         db = self.db
-        # Database offers no call that runs a function on its thread; this is what its `_apply` does.
-        runner = getattr(db._conn, "_execute", None)
-        raw = getattr(db._conn, "_conn", None)
-        if db.batch_on_thread and runner is not None and isinstance(raw, sqlite3.Connection):
-            async with db._lock:
-                rows: list[sqlite3.Row] = await runner(_probe_budgets, raw, params)
+        if db.on_thread:
+            rows = await db.call(_probe_budgets, params)
         elif not await db.fetchval(_ANY_BUDGET):
             rows = []
         else:
