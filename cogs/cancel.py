@@ -2,9 +2,10 @@
 
 While a job waits for its turn (`QueueUpdate.position` ≥ 1), `QueueWatch` keeps the reply up to date
 ("⏳ Queued: number 3 in line · estimated cost $0.21 · you have $1.79 left today", at most one edit every
-2 s, the first always shown) and gives it a Cancel button (`easel:cancel:<job>`). A public reply also gets
-a ❌ reaction, and the message is remembered for the job (per Studio, shared by every cog's Renderer) until
-the job ends, so `cancel_by_reaction` can find it. When the job starts the button goes ("🖌️ Starting…").
+2 s, the first and "number 1" always shown) and gives it a Cancel button (`easel:cancel:<job>`). A public
+reply also gets a ❌ reaction, and the message is remembered for the job (per Studio, shared by every cog's
+Renderer) until the job ends, so `cancel_by_reaction` can find it. When the job starts, the button and
+Easel's own ❌ go ("🖌️ Starting…").
 
 Cancelling calls `Studio.cancel`: the job ends 'cancelled', its reservation is returned in full, and the
 reply shows the `JobCancelled` sentence. Only the member who asked, or one who may manage messages there,
@@ -109,6 +110,7 @@ async def cancel_by_reaction(
         return CANCEL_NOT_YOURS
     if not studio.cancel(job_id):
         return CANCEL_TOO_LATE
+    waiting(studio).pop(message_id, None)  # a second ❌ in the same breath finds nothing left to cancel
     log.info("job %d cancelled by %s (reaction)", job_id, user_id)
     return None
 
@@ -142,7 +144,9 @@ class QueueWatch:
             await self._started(update)
             return
         now = self._clock()
-        if self._waiting and update.note == self._note and now - self._last_shown() < self._interval:
+        # "Next in line" is always shown: no later update would correct a stale place before the start.
+        same = update.note == self._note and update.position > 1
+        if self._waiting and same and now - self._last_shown() < self._interval:
             return
         first = not self._waiting
         self._waiting, self._note, self._last = True, update.note, now
@@ -158,6 +162,11 @@ class QueueWatch:
             return  # it never waited: the reply shows the estimate, and nothing needs taking away
         self._waiting = False
         await self._edit(content=self._text(update), view=None)
+        me = self._interaction.client.user
+        if self._message is not None and me is not None:
+            # Easel's own ❌ would otherwise stay on the result this reply turns into.
+            with contextlib.suppress(discord.HTTPException):
+                await self._message.remove_reaction(CANCEL, me)
 
     async def _edit(self, **changes: Any) -> None:
         try:

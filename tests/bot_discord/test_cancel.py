@@ -22,6 +22,7 @@ from bot.queue import JobQueue
 from bot.store.ledger import JobDraft
 from cogs.cancel import CANCEL, waiting
 from cogs.errors import CANCEL_NOT_YOURS, CANCEL_TOO_LATE
+from cogs.render import Renderer
 from tests.bot_discord.test_imagine import PricedMock, labels, with_provider
 
 EXTENSIONS = ("cogs.imagine", "cogs.reactions")
@@ -272,3 +273,52 @@ async def test_the_cancel_button_goes_once_the_job_starts(settings: Settings) ->
         current = second.response
         assert current is not None
         assert custom_ids(current) == []
+        removed = [
+            entry.path for entry in world.env.http_requests if entry.method == "DELETE" and "/reactions/" in entry.path
+        ]
+        assert removed == [f"/channels/{world.channel.id}/messages/{queued.id}/reactions/{quote(CANCEL)}/@me"]
+
+
+async def test_the_place_in_line_moves_up(settings: Settings) -> None:
+    """A third job is number 2 in line, then number 1 once the first job is done, however soon that comes."""
+    async with line(settings) as world:
+        # A clock that stands still: every update after the first falls inside the 2 s between edits.
+        renderer = getattr(world.bot.get_cog("Imagine"), "renderer", None)
+        assert isinstance(renderer, Renderer)
+        renderer._preview_clock = lambda: 0.0
+        await world.two_jobs()
+        third = await world.alice.slash(world.channel, "imagine", prompt="the third fox")
+        queued = third.response
+        assert queued is not None
+        assert queued.content.startswith("⏳ Queued: number 2 in line · estimated cost $")
+
+        await world.env.advance_time(LATENCY)
+
+        queued = third.response
+        assert queued is not None
+        assert queued.content.startswith("⏳ Queued: number 1 in line · estimated cost $")
+        assert custom_ids(queued) == ["easel:cancel:3"]
+        await world.alice.click(queued, custom_id="easel:cancel:3")
+        assert await world.job(3) == ("cancelled", "refunded", 0)
+        await world.env.advance_time(LATENCY)
+        assert (await world.job(2))[:2] == ("succeeded", "settled")
+
+
+async def test_a_private_waiting_reply_gets_the_button_but_no_reaction(settings: Settings) -> None:
+    """An ephemeral reply cannot carry reactions: the Cancel button alone cancels it."""
+    async with line(settings) as world:
+        _first, second = await world.two_jobs(private=True)
+        queued = second.response
+        assert queued is not None
+        assert queued.ephemeral
+        assert queued.content.startswith("⏳ Queued: number 1 in line")
+        assert custom_ids(queued) == ["easel:cancel:2"]
+        assert not [entry for entry in world.env.http_requests if "/reactions/" in entry.path]
+        assert waiting(world.bot.core.studio) == {}
+
+        await world.alice.click(queued, custom_id="easel:cancel:2")
+
+        assert await world.job(2) == ("cancelled", "refunded", 0)
+        current = second.response
+        assert current is not None
+        assert current.content == CANCELLED
