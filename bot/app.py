@@ -15,6 +15,7 @@ import gc
 import hashlib
 import json
 import logging
+import signal
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -201,8 +202,30 @@ def run_bot(settings: Settings, **options: Any) -> int:
     bot = EaselBot(settings, **options)
 
     async def main() -> None:
-        async with bot:
-            await bot.start(token)
+        # SIGTERM (systemd, docker stop) stops the bot the way Ctrl-C does under asyncio.run: the main task
+        # is cancelled, so `async with bot` closes it, whatever it was doing (setup, connecting, running).
+        # Without this the default SIGTERM kills the process with the database and sessions still open.
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("run_bot's main() must run as a task")
+        stopping = False
+
+        def stop() -> None:
+            nonlocal stopping
+            if not stopping:  # a second SIGTERM must not interrupt the close
+                stopping = True
+                log.info("SIGTERM received: stopping")
+                task.cancel()
+
+        with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows' event loop
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop)
+        try:
+            async with bot:
+                await bot.start(token)
+        except asyncio.CancelledError:
+            # Ours: a normal stop. Anyone else's (Ctrl-C included) goes on up to asyncio.run.
+            if not stopping or task.uncancel() > 0:
+                raise
 
     try:
         asyncio.run(main())
@@ -213,5 +236,6 @@ def run_bot(settings: Settings, **options: Any) -> int:
     except discord.PrivilegedIntentsRequired:
         raise ConfigError("Discord refused an intent Easel asked for; this is a bug, please report it") from None
     except KeyboardInterrupt:
-        return 0
+        pass
+    log.info("Easel stopped")
     return 0

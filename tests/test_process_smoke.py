@@ -8,7 +8,10 @@ provider drawing for real. Only Discord itself is the fake, on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
+import sqlite3
 import sys
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
@@ -196,6 +199,20 @@ def result_edit(discord: FakeDiscord, token: str) -> Call | None:
     return None
 
 
+def reactions(discord: FakeDiscord, message_id: str) -> list[str]:
+    """The emojis the bot added to a message, in order."""
+    calls = discord.calls("PUT", rf"/channels/\d+/messages/{message_id}/reactions/[^/]+/@me")
+    return [call.path.split("/")[-2] for call in calls]
+
+
+async def finished(bot: BotProcess, discord: FakeDiscord, token: str) -> Call:
+    """Wait for the result of the interaction `token`, and for the reactions the bot adds to it last."""
+    result: Call = await bot.expect(discord.wait_for(lambda: result_edit(discord, token), STEP_TIMEOUT_S), "images")
+    message_id = discord.original(token)["id"]
+    await bot.expect(discord.wait_for(lambda: len(reactions(discord, message_id)) >= 2, STEP_TIMEOUT_S), "reactions")
+    return result
+
+
 async def test_imagine_in_a_dm_defers_then_delivers_images(fake: FakeDiscord, start_bot: Any) -> None:
     bot: BotProcess = await start_bot(fake)
     await ready(bot, fake)
@@ -207,7 +224,7 @@ async def test_imagine_in_a_dm_defers_then_delivers_images(fake: FakeDiscord, st
     assert deferred[0].json["type"] == 5, deferred[0].json
     assert deferred[0].at - sent_at < 3.0, "the defer came after Discord's 3 s"
 
-    result: Call = await bot.expect(fake.wait_for(lambda: result_edit(fake, token), STEP_TIMEOUT_S), "the images")
+    result = await finished(bot, fake, token)
     assert result.files
     assert all(is_image(upload.data) for upload in result.files)
     names = {upload.filename for upload in result.files}
@@ -216,5 +233,37 @@ async def test_imagine_in_a_dm_defers_then_delivers_images(fake: FakeDiscord, st
     assert embed["image"]["url"].removeprefix("attachment://") in names
     assert any("a lighthouse at dusk" in field["value"] for field in embed.get("fields", [])), embed
     assert len(fake.calls("POST", callback)) == 1, "the interaction was answered twice"
+    assert reactions(fake, fake.original(token)["id"]) == ["🔁", "🚩"]
     assert bot.proc.returncode is None
     assert_clean(bot, fake)
+
+
+# -- shutdown -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_a_stop_signal_closes_the_bot_cleanly_with_exit_code_0(
+    fake: FakeDiscord, start_bot: Any, signum: signal.Signals
+) -> None:
+    bot: BotProcess = await start_bot(fake)
+    await ready(bot, fake)
+    token = await fake.slash_command_in_dm("imagine", {"prompt": "a lighthouse at dusk"})
+    await finished(bot, fake, token)
+
+    bot.proc.send_signal(signum)
+    code = await bot.exit_code(STOP_TIMEOUT_S)
+
+    assert code == 0, bot.stderr
+    assert fake.gateway.close_code == 1000, "the gateway was not closed"
+    assert "Easel stopped" in bot.stderr
+    assert ("SIGTERM received: stopping" in bot.stderr) == (signum == signal.SIGTERM)
+    assert_clean(bot, fake)
+    await asyncio.to_thread(check_closed_database, bot.database)
+
+
+def check_closed_database(path: Path) -> None:
+    """The database was closed, not abandoned: no write-ahead log left behind, intact, the job settled."""
+    assert not Path(f"{path}-wal").exists()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert db.execute("SELECT status, cost_state FROM jobs").fetchall() == [("succeeded", "settled")]

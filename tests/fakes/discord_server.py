@@ -456,6 +456,10 @@ class FakeDiscord:
         )
         return token
 
+    def original(self, token: str) -> dict[str, Any]:
+        """The original reply of the interaction `token`, as last edited."""
+        return self._messages[token]
+
     # -- waiting --------------------------------------------------------------------------------------
 
     def _notify(self) -> None:
