@@ -24,16 +24,20 @@ normally: reaching the end is a bug, reported with exit code 3.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import random
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import bot.store.db as store_db
 from bot.errors import BudgetExceeded, ProviderTimeout, ProviderUnavailable
 from bot.store.db import Database
 from bot.store.ledger import JobDraft, Ledger
@@ -146,7 +150,7 @@ class Progress:
         self.settled = 0
 
 
-async def mid_batch(db: Database, ledger: Ledger) -> None:
+async def mid_batch(ledger: Ledger) -> None:
     """Many jobs through the group-commit writer at once, killed while a write transaction is open."""
     rnd = random.Random(1124)
     progress = Progress()
@@ -171,24 +175,33 @@ async def mid_batch(db: Database, ledger: Ledger) -> None:
         marker("SETTLED", job_id)
         progress.settled += 1
 
-    async def killer() -> None:
-        deadline = time.monotonic() + KILL_DEADLINE_S
-        while time.monotonic() < deadline:
-            ready = progress.settled >= KILL_AFTER_SETTLED and progress.waiting > 0 and progress.calling > 0
-            # The connection is in a transaction: the writer (or a budget check) is between BEGIN and COMMIT.
-            # (`_conn` is private; this worker is the test's, and wants the kill inside a transaction.)
-            if ready and db._conn.in_transaction:
-                die(
-                    "mid_batch",
-                    f"in_transaction=1 waiting={progress.waiting} calling={progress.calling} "
-                    f"settled={progress.settled}",
-                )
-            await asyncio.sleep(0 if ready else 0.001)
-        die("mid_batch", "deadline")
+    real_batch = store_db._apply_batch
 
+    def dying_batch(conn: sqlite3.Connection, statements: list[tuple[str, Any]]) -> list[int | Exception]:
+        """The writer's batch, on the connection's thread; once the moment has come, half of it and then death.
+
+        Deciding on the thread, where the batch runs, makes the kill land inside the writer's own open
+        transaction every time, rather than whenever a poll from the event loop happens to see one open.
+        """
+        ready = progress.settled >= KILL_AFTER_SETTLED and progress.waiting > 0 and progress.calling > 0
+        if not ready or len(statements) < 2:
+            return real_batch(conn, statements)
+        conn.execute("BEGIN IMMEDIATE")
+        for sql, params in statements[: len(statements) // 2]:
+            with contextlib.suppress(sqlite3.Error):  # a refused reservation, as in the real batch: undone alone
+                conn.execute(sql, params)
+        die(
+            "mid_batch",
+            f"in_transaction={int(conn.in_transaction)} batch={len(statements)} waiting={progress.waiting} "
+            f"calling={progress.calling} settled={progress.settled}",
+        )
+        return []
+
+    # (`_apply_batch` is private; this worker is the test's, and wants the kill inside the writer's transaction.)
+    store_db._apply_batch = dying_batch
     tasks = [asyncio.create_task(job(i)) for i in range(MID_JOBS)]
-    await killer()
-    await asyncio.gather(*tasks)
+    await asyncio.wait(tasks, timeout=KILL_DEADLINE_S)
+    die("deadline", "the jobs never reached a batch with some queued, some running and some settled")
 
 
 async def main(path: str, point: str) -> None:
@@ -197,7 +210,7 @@ async def main(path: str, point: str) -> None:
     await set_budgets(ledger)
     await complete_jobs(ledger)
     if point == "mid_batch":
-        await mid_batch(db, ledger)
+        await mid_batch(ledger)
     else:
         await one_job(ledger, point)
 
