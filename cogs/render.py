@@ -3,11 +3,13 @@
 `Renderer` is shared by /imagine and the buttons. A reply always goes the same way: the "thinking…"
 placeholder is edited into progress ("Estimated cost $0.21 · you have $1.79 left today"), while the job
 waits its turn into its place in line with a Cancel button (`cogs.cancel`), then into streamed previews
-(at most one every 2 s), and finally into the result: every image as its own attachment, fitted to the
-upload limit off the event loop, plus a labelled grid when there are several and room under Discord's ten
-files; an embed with the prompt, the revised prompt, model, size, quality, the actual cost, the tightest
-budget left and when it resets, the job id and any notes; and the priced buttons. Where Discord holds each
-image is then recorded in the image store, so old buttons can fetch it back.
+(at most one every 2 s), and finally into the result: every image as its own attachment (at most ten),
+fitted to the upload limit off the event loop, and no grid. Discord shows two to ten attachments of one
+message as a gallery, in their order, and shows an attachment the embed references only inside the embed:
+so a single image is the embed's image, and several stay plain attachments (a grid beside them would only
+show every image twice). The embed has the prompt, the revised prompt, model, size, quality, the actual
+cost, the tightest budget left and when it resets, the job id and any notes; then come the priced buttons.
+Where Discord holds each image is then recorded in the image store, so old buttons can fetch it back.
 
 An interaction token lives 15 minutes. A result that arrives later (checked against `interaction.created_at`
 with a margin, or learnt from Discord's refusal) is posted in the channel with the member's mention instead,
@@ -158,11 +160,11 @@ def _input(image: GeneratedImage) -> InputImage:
 
 @dataclass(frozen=True, slots=True)
 class Upload:
-    """One file to attach: its name and bytes, and the job image it is (None for the grid)."""
+    """One file to attach: its name and bytes, and the job image it is."""
 
     filename: str
     data: bytes
-    index: int | None
+    index: int
 
     def file(self) -> discord.File:
         # A fresh File each time: discord.py closes a File once it has been sent.
@@ -355,14 +357,15 @@ class Renderer:
         private: bool = False,
         headline: str | None = None,
     ) -> discord.Message:
-        """Replace the reply with the result (images, grid, embed, buttons) and record where the images went."""
+        """Replace the reply with the result (images, embed, buttons) and record where the images went."""
         images = outcome.result.images
         max_bytes = interaction.filesize_limit or DISCORD_MAX_BYTES
         uploads, omitted = await self._fit(outcome.job_id, images, max_bytes)
         job = await self._ledger.job(outcome.job_id)
-        count = sum(1 for upload in uploads if upload.index is not None)
-        grid = next((upload for upload in uploads if upload.index is None), None)
-        shown = grid or (uploads[0] if count == 1 else None)
+        count = len(uploads)
+        # One image is the embed's image; several stay attachments, which Discord lays out as a gallery
+        # (an attachment the embed shows is shown only inside the embed).
+        shown = uploads[0] if count == 1 else None
         embed = await self._result_embed(outcome, job, who, headline=headline, image=shown, omitted=omitted)
         view = result_view(outcome.job_id, count, self.prices(job, images[0] if images else None))
         message = await self._send(interaction, uploads, embed=embed, view=view, private=private)
@@ -404,19 +407,15 @@ class Renderer:
             return None
 
     async def _fit(self, job_id: int, images: Sequence[GeneratedImage], max_bytes: int) -> tuple[list[Upload], int]:
-        """Every image as its own file within `max_bytes`, plus a grid when there are several and room for it."""
+        """Every image as its own file within `max_bytes` (at most ten), and how many were left out.
+
+        No grid: Discord shows two to ten attachments of one message as a gallery already, so a grid
+        would only show every image twice.
+        """
         if not images:
             return [], 0
-        grid: GeneratedImage | None = None
-        if 2 <= len(images) < DISCORD_MAX_FILES:
-            fitted, grid = await self._workers.fit_and_grid(images, max_bytes=max_bytes, max_files=DISCORD_MAX_FILES)
-        else:
-            # One image needs no grid, and ten leave no room for one: skip drawing it.
-            fitted = await self._workers.fit(images, max_bytes=max_bytes, max_files=DISCORD_MAX_FILES)
-        uploads = [self._upload(job_id, file, file.index) for file in fitted.files]
-        if grid is not None and len(grid.data) <= max_bytes:
-            uploads.append(Upload(f"easel-{job_id}-grid.{extension(grid.mime)}", grid.data, None))
-        return uploads, fitted.omitted
+        fitted = await self._workers.fit(images, max_bytes=max_bytes, max_files=DISCORD_MAX_FILES)
+        return [self._upload(job_id, file, file.index) for file in fitted.files], fitted.omitted
 
     @staticmethod
     def _upload(job_id: int, file: FittedFile, index: int) -> Upload:
@@ -544,7 +543,7 @@ class Renderer:
 
     async def _attach(self, job_id: int, message: discord.Message, uploads: Sequence[Upload]) -> None:
         """Record in the image store where Discord now holds each image (so buttons can fetch it back)."""
-        indices = {upload.filename: upload.index for upload in uploads if upload.index is not None}
+        indices = {upload.filename: upload.index for upload in uploads}
         try:
             for attachment in message.attachments:
                 index = indices.get(attachment.filename)

@@ -92,7 +92,7 @@ async def test_reroll_runs_the_same_request_again(env: simcord.Env, simcord_bot:
     click = await alice.click(message, custom_id="easel:rr:1")
 
     assert click.response is not None
-    assert len(click.response.attachments) == 3
+    assert len(click.response.attachments) == 2
     first, again = await simcord_bot.core.ledger.job(1), await simcord_bot.core.ledger.job(2)
     assert first is not None
     assert again is not None
@@ -112,7 +112,7 @@ async def test_remix_opens_a_prefilled_form_and_generates_the_edited_prompt(
     submitted = await alice.submit_modal(shown, {"prompt": "a blue fox"})
 
     assert submitted.response is not None
-    assert len(submitted.response.attachments) == 3
+    assert len(submitted.response.attachments) == 2
     assert submitted.response.embeds[0].description == "a blue fox"
     job = await simcord_bot.core.ledger.job(2)
     assert job is not None
@@ -189,7 +189,7 @@ async def test_old_buttons_work_after_a_restart(settings: Settings) -> None:
             assert picked.response is not None
             assert await picked.response.attachments[0].read() == (await second.core.image_store.load(1, 1)).data
             assert rerolled.response is not None
-            assert len(rerolled.response.attachments) == 3
+            assert len(rerolled.response.attachments) == 2
             vary_job = await second.core.ledger.job(2)
             assert vary_job is not None
             assert vary_job.parent_job == 1

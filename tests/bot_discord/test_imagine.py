@@ -86,8 +86,9 @@ def labels(components: list[dict[str, Any]]) -> list[str]:
     return [str(button.get("label")) for row in components for button in row["components"]]
 
 
-async def test_imagine_posts_every_image_a_grid_an_embed_and_buttons(env: simcord.Env, simcord_bot: EaselBot) -> None:
-    """Two images arrive as two attachments plus a grid, with the embed's facts and the U/V/re-roll/remix buttons."""
+async def test_imagine_posts_every_image_an_embed_and_buttons(env: simcord.Env, simcord_bot: EaselBot) -> None:
+    """Two images arrive as exactly two attachments (Discord's gallery, no grid repeating them), with the
+    embed's facts and the U/V/re-roll/remix buttons."""
     channel, alice = world(env)
     result = await alice.slash(channel, "imagine", prompt="a red fox in the snow", n=2)
 
@@ -95,11 +96,9 @@ async def test_imagine_posts_every_image_a_grid_an_embed_and_buttons(env: simcor
     assert message is not None
     assert not message.ephemeral
     names = [attachment.filename for attachment in message.attachments]
-    assert names[:2] == ["easel-1-1.png", "easel-1-2.png"]
-    assert len(names) == 3
-    assert names[2].startswith("easel-1-grid.")
+    assert names == ["easel-1-1.png", "easel-1-2.png"]
     store = simcord_bot.core.image_store
-    for index, attachment in enumerate(message.attachments[:2]):
+    for index, attachment in enumerate(message.attachments):
         assert attachment.size <= 10 * 1024 * 1024
         assert await attachment.read() == (await store.load(1, index)).data
     info = fields(message)
@@ -109,9 +108,20 @@ async def test_imagine_posts_every_image_a_grid_an_embed_and_buttons(env: simcor
     assert info["Revised prompt"] == "[mock] a red fox in the snow"
     assert info["Budget"] == "No spending limit"
     assert message.embeds[0].description == "a red fox in the snow"
-    assert message.embeds[0].image.url == f"attachment://{names[2]}"
+    assert not message.embeds[0].image.url, "several images are a gallery of attachments, not an embed image"
     assert labels(message.components) == ["U1", "U2", "V1", "V2", "Re-roll", "Remix"]
     assert await store.find_by_message(message.id) == [(1, 0), (1, 1)]
+
+
+async def test_a_single_image_is_the_embeds_image(env: simcord.Env) -> None:
+    """One image is one attachment, shown inside the embed (attachment://), with no grid beside it."""
+    channel, alice = world(env)
+    result = await alice.slash(channel, "imagine", prompt="a lone fox", n=1)
+
+    message = result.response
+    assert message is not None
+    assert [attachment.filename for attachment in message.attachments] == ["easel-1-1.png"]
+    assert message.embeds[0].image.url == "attachment://easel-1-1.png"
 
 
 async def test_more_images_than_the_server_allows_are_refused_kindly(env: simcord.Env, simcord_bot: EaselBot) -> None:
