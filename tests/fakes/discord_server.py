@@ -16,9 +16,11 @@ for while starting and while answering an interaction, with payloads shaped like
     POST  /api/v10/webhooks/{app}/{token}                     -> a followup message
     WS    /gateway                                            -> HELLO, IDENTIFY, READY, heartbeats
 
-Every other REST call is answered 404 (Discord's "Unknown" error) and recorded like the rest in `requests`,
-so a test can show what the bot asked for. The gateway sends plain JSON text frames: discord.py asks for a
-compressed stream but only decompresses binary frames. The REST routes want `Authorization: Bot <token>`.
+`upload_delay_s` slows the answer to edits that carry files, to stop the bot in the middle of one.
+Every call is recorded in `requests`; one the fake has no route for is answered 404 (Discord's "Unknown")
+and recorded in `unhandled` too, so a test can refuse it. The REST routes want `Authorization: Bot <token>`,
+except the interaction and webhook ones, authorized by the token in their path as on Discord. The gateway
+sends plain JSON text frames: discord.py asks for a compressed stream but only decompresses binary frames.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import BodyPartReader, WSMsgType, web
 
 API = "/api/v10"
 DISCORD_EPOCH_MS = 1_420_070_400_000
@@ -109,9 +111,12 @@ class FakeDiscord:
         refuse_token: bool = False,
         heartbeat_interval_ms: int = 1000,
         bot_name: str = "Easel",
+        upload_delay_s: float = 0.0,
     ) -> None:
         self.token = token
         self.refuse_token = refuse_token
+        self.upload_delay_s = upload_delay_s
+        """How long an edit carrying files waits before its answer (a slow upload)."""
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self._ids = itertools.count(1)
         self.application_id = snowflake(self._ids)
@@ -152,9 +157,7 @@ class FakeDiscord:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]
+        self.port = int(self._runner.addresses[0][1])
         return self
 
     async def __aexit__(
@@ -252,7 +255,7 @@ class FakeDiscord:
         if path.startswith("/interactions/"):
             return self._interaction_callback(call)
         if path.startswith("/webhooks/"):
-            return self._webhook(call)
+            return await self._webhook(call)
         if request.headers.get("Authorization") != f"Bot {self.token}" or self.refuse_token:
             return _json({"message": "401: Unauthorized", "code": 0}, status=401)
         handler = self._route(call)
@@ -326,7 +329,7 @@ class FakeDiscord:
         }
         return _json(answer)
 
-    def _webhook(self, call: Call) -> web.StreamResponse:
+    async def _webhook(self, call: Call) -> web.StreamResponse:
         match = re.fullmatch(r"/webhooks/(\d+)/([^/]+)(/messages/(@original|\d+))?", call.path)
         if match is None or match.group(1) != str(self.application_id):
             return _json({"message": "Unknown Webhook", "code": 10015}, status=404)
@@ -339,6 +342,8 @@ class FakeDiscord:
         if call.method == "GET":
             return _json(original)
         if call.method == "PATCH":
+            if call.files and self.upload_delay_s:
+                await asyncio.sleep(self.upload_delay_s)
             edited = self.message(original["channel_id"], call.json, call.files)
             edited["id"] = original["id"]
             edited["edited_timestamp"] = _stamp()
@@ -357,7 +362,9 @@ class FakeDiscord:
             files: list[Upload] = []
             reader = await request.multipart()
             while (part := await reader.next()) is not None:
-                data = await part.read()  # type: ignore[union-attr]
+                if not isinstance(part, BodyPartReader):  # nested multipart: discord.py never sends one
+                    continue
+                data = await part.read()
                 name = part.name or ""
                 if name == "payload_json":
                     payload = json.loads(data)
