@@ -291,3 +291,23 @@ def check_closed_database(path: Path) -> None:
     with contextlib.closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert db.execute("SELECT status, cost_state FROM jobs").fetchall() == [("succeeded", "settled")]
+
+
+@pytest.mark.parametrize(
+    ("moment", "path"),
+    [("login", "/users/@me"), ("services open", r"/applications/\d+/commands")],
+    ids=["login", "command-sync"],
+)
+async def test_a_sigterm_while_starting_still_closes_cleanly(
+    fake: FakeDiscord, start_bot: StartBot, moment: str, path: str
+) -> None:
+    bot = await start_bot(fake)
+    await bot.expect(fake.wait_for(lambda: fake.calls("GET", path) + fake.calls("PUT", path), START_TIMEOUT_S), moment)
+
+    bot.proc.send_signal(signal.SIGTERM)
+    code = await bot.exit_code(STOP_TIMEOUT_S)
+
+    assert code == 0, bot.stderr
+    assert "Easel stopped" in bot.stderr
+    assert_clean(bot, fake)
+    assert not await asyncio.to_thread(Path(f"{bot.database}-wal").exists)
