@@ -4,16 +4,19 @@ Each button is a `discord.ui.DynamicItem` whose custom_id carries the action and
 it acts on, so a click works on any old message, after any restart: everything else comes from
 SQLite (`Ledger.job`) and the image store, nothing from memory.
 
-    easel:u:<job>:<i>              U1…Un   post image i alone at full size (free, no job)
-    easel:v:<job>:<i>              V1…Vn   a variation of image i (vary, parent = (job, i))
-    easel:rr:<job>                 🔄      the same request again (generate; a vary job varies its parent again)
-    easel:remix:<job>              ✏️      a form prefilled with the prompt, then generate with the edited prompt
-    easel:zoom:<job>:<i>:<15|20>   🔍      zoom image i out 1.5x or 2x (outpaint)
-    easel:pan:<job>:<i>:<dir>      ⬅➡⬆⬇   extend image i to the left, right, up or down (outpaint)
-    easel:remix-form:<job>                 the remix form; its submission is handled by `Actions.on_modal_submit`
+    easel:u:<job>:<i>              🔎 U1…Un     post image i alone at full size (free, no job)
+    easel:v:<job>:<i>              🔁 V1…Vn     a variation of image i (vary, parent = (job, i));
+                                   🔁 Vary      the same, under a lone image
+    easel:rr:<job>                 🔄 Re-roll   the same request again (generate; a vary job varies its parent again)
+    easel:remix:<job>              ✏️ Remix     a form prefilled with the prompt, then generate with the edited prompt
+    easel:zoom:<job>:<i>:<15|20>   🔍 Zoom out  zoom image i out 1.5x or 2x (outpaint)
+    easel:pan:<job>:<i>:<dir>      ⬅ Left …    extend image i to the left, right, up or down (outpaint)
+    easel:remix-form:<job>                      the remix form; its submission is handled by `Actions.on_modal_submit`
 
-Labels carry the estimate where a click costs money ("V1 · $0.053"). Every click defers at once, except
-✏️, whose first answer must be the form itself (one quick database read comes first).
+Every button says in words what it does, and 🔁 always means vary, as the 🔁 reaction does. Labels carry
+the estimate where a click costs money ("Vary · $0.053"). The custom_ids never change with the labels, so
+buttons on old messages keep working. Every click defers at once, except ✏️, whose first answer must be
+the form itself (one quick database read comes first).
 """
 
 from __future__ import annotations
@@ -50,6 +53,11 @@ TEXT_INPUT_MAX = 4000
 
 ZOOM_FACTORS = {"15": 1.5, "20": 2.0}
 PAN_ARROWS: dict[Direction, str] = {"left": "⬅️", "right": "➡️", "up": "⬆️", "down": "⬇️"}
+PAN_WORDS: dict[Direction, str] = {"left": "Left", "right": "Right", "up": "Up", "down": "Down"}
+VARY_EMOJI = "🔁"
+"""Vary, on every vary button as on the reaction; 🔄 (re-roll) is a different action."""
+PICK_EMOJI = "🔎"
+REROLL_EMOJI = "🔄"
 NO_JOB = "Easel has no record of that result any more; generate it again."
 
 
@@ -64,7 +72,7 @@ class Prices:
 
 
 def priced(label: str, price: int | None) -> str:
-    """`label` with its price when the click costs money: "V1 · $0.053"."""
+    """`label` with its price when the click costs money: "Vary · $0.053"."""
     return f"{label} · {format_usd(price)}" if price else label
 
 
@@ -97,10 +105,10 @@ class _Guarded:
 class PickButton(
     _Guarded, discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=r"easel:u:(?P<job>\d+):(?P<i>\d+)"
 ):
-    """U1…Un: post one image of a result alone, at full size, with its own buttons. Free."""
+    """🔎 U1…Un: post one image of a result alone, at full size, with its own buttons. Free."""
 
     def __init__(self, job_id: int, index: int) -> None:
-        super().__init__(_button(f"easel:u:{job_id}:{index}", label=f"U{index + 1}"))
+        super().__init__(_button(f"easel:u:{job_id}:{index}", label=f"U{index + 1}", emoji=PICK_EMOJI))
         self.job_id = job_id
         self.index = index
 
@@ -117,11 +125,11 @@ class PickButton(
 class VaryButton(
     _Guarded, discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=r"easel:v:(?P<job>\d+):(?P<i>\d+)"
 ):
-    """V1…Vn: a variation of one image."""
+    """🔁 V1…Vn: a variation of one image; "🔁 Vary" when it is the only image on the message."""
 
-    def __init__(self, job_id: int, index: int, *, price: int | None = 0) -> None:
-        label = priced(f"V{index + 1}", price)
-        super().__init__(_button(f"easel:v:{job_id}:{index}", label=label))
+    def __init__(self, job_id: int, index: int, *, price: int | None = 0, alone: bool = False) -> None:
+        label = priced("Vary" if alone else f"V{index + 1}", price)
+        super().__init__(_button(f"easel:v:{job_id}:{index}", label=label, emoji=VARY_EMOJI))
         self.job_id = job_id
         self.index = index
 
@@ -138,10 +146,10 @@ class VaryButton(
 class RerollButton(
     _Guarded, discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=r"easel:rr:(?P<job>\d+)"
 ):
-    """🔄: the same request again."""
+    """🔄 Re-roll: the same request again."""
 
     def __init__(self, job_id: int, *, price: int | None = 0) -> None:
-        super().__init__(_button(f"easel:rr:{job_id}", label=priced("Re-roll", price), emoji="🔄"))
+        super().__init__(_button(f"easel:rr:{job_id}", label=priced("Re-roll", price), emoji=REROLL_EMOJI))
         self.job_id = job_id
 
     @classmethod
@@ -202,10 +210,10 @@ class PanButton(
     discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
     template=r"easel:pan:(?P<job>\d+):(?P<i>\d+):(?P<d>left|right|up|down)",
 ):
-    """⬅➡⬆⬇: extend one image's canvas in a direction, painting the new strip."""
+    """⬅ Left, ➡ Right, ⬆ Up, ⬇ Down: extend one image's canvas in a direction, painting the new strip."""
 
     def __init__(self, job_id: int, index: int, direction: Direction, *, price: int | None = 0) -> None:
-        label = format_usd(price) if price else None
+        label = priced(PAN_WORDS[direction], price)
         custom_id = f"easel:pan:{job_id}:{index}:{direction}"
         super().__init__(_button(custom_id, label=label, emoji=PAN_ARROWS[direction]))
         self.job_id = job_id
@@ -265,8 +273,8 @@ def _view(rows: list[list[discord.ui.Item[Any]]]) -> discord.ui.View:
 def result_view(job_id: int, n: int, prices: Prices) -> discord.ui.View:
     """The buttons under a result of `n` images: U and V per image, 🔄 ✏️, and zoom and pan for a single image.
 
-    Ten images take all five rows (U1-5, U6-10, V1-5, V6-10, 🔄 ✏️); one image takes three
-    (V1 🔄 ✏️, 🔍 🔍, ⬅ ➡ ⬆ ⬇).
+    Ten images take all five rows (🔎 U1-5, U6-10, 🔁 V1-5, V6-10, 🔄 Re-roll ✏️ Remix); one image takes three
+    (🔁 Vary, 🔄 Re-roll, ✏️ Remix; the two 🔍 Zoom outs; ⬅ Left ➡ Right ⬆ Up ⬇ Down) and no U: it is alone already.
     """
     if not 0 <= n <= 2 * PER_ROW:
         raise ValueError(f"a result has 0 to {2 * PER_ROW} images, not {n}")
@@ -285,8 +293,9 @@ def result_view(job_id: int, n: int, prices: Prices) -> discord.ui.View:
     if prices.remix is not None:
         again.append(RemixButton(job_id, price=prices.remix))
     if n == 1:
-        # A single image shares its only V row with 🔄 and ✏️, leaving room for zoom and pan.
-        rows = [[*(varies[0] if varies else []), *again]]
+        # A single image shares its only row with 🔄 and ✏️, leaving room for zoom and pan.
+        vary = [VaryButton(job_id, 0, price=prices.vary, alone=True)] if prices.vary is not None else []
+        rows: list[list[discord.ui.Item[Any]]] = [[*vary, *again]]
         if prices.outpaint is not None:
             rows += _outpaint_rows(job_id, 0, prices.outpaint)
         return _view(rows)
@@ -297,7 +306,7 @@ def image_view(job_id: int, index: int, prices: Prices) -> discord.ui.View:
     """The buttons under one image posted alone (U): vary it, zoom it out, extend it."""
     rows: list[list[discord.ui.Item[Any]]] = []
     if prices.vary is not None:
-        rows.append([VaryButton(job_id, index, price=prices.vary)])
+        rows.append([VaryButton(job_id, index, price=prices.vary, alone=True)])
     if prices.outpaint is not None:
         rows += _outpaint_rows(job_id, index, prices.outpaint)
     return _view(rows)
@@ -388,7 +397,7 @@ class Actions:
             job = await self._job(job_id)
             return await self._vary(who, job, (job_id, index), on_queue=hooks.on_queue)
 
-        headline = f"🎲 Variation of image {index + 1} of job {job_id}"
+        headline = "🔁 Variation"  # what it varies is the embed's first line (`Renderer` reads the parent)
         await self._renderer.run(interaction, who, work, private=private, headline=headline)
 
     async def reroll(self, interaction: discord.Interaction[Any], job_id: int) -> None:

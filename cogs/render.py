@@ -8,7 +8,10 @@ fitted to the upload limit off the event loop, and no grid. Discord shows two to
 message as a gallery, in their order, and shows an attachment the embed references only inside the embed:
 so a single image is the embed's image, and several stay plain attachments (a grid beside them would only
 show every image twice). The embed has the prompt, the revised prompt, model, size, quality, the actual
-cost, the tightest budget left and when it resets, the job id and any notes; then come the priced buttons.
+cost, the tightest budget left and when it resets, and any notes; a variation (or zoom, or pan) names
+the image it came from and shows the prompt it all started from. The footer names the job, once, with
+the reactions' hint ("Job #12 · React 🔁 to vary image 1 · 🚩 to report it"; just "Job #12" on a private
+result, which gets no reactions). Then come the priced buttons, each saying what it does (`cogs.buttons`).
 Where Discord holds each image is then recorded in the image store, so old buttons can fetch it back.
 
 An interaction token lives 15 minutes. A result that arrives later (checked against `interaction.created_at`
@@ -50,8 +53,15 @@ log = logging.getLogger(__name__)
 VARY = "🔁"
 FLAG = "🚩"
 RESULT_REACTIONS = (VARY, FLAG)
-RESULT_FOOTER = "React 🔁 to vary image 1 · 🚩 to report it to the moderators"
-"""What Easel adds to each public result it posts: 🔁 varies image 1, 🚩 flags it."""
+RESULT_HINT = "React 🔁 to vary image 1 · 🚩 to report it"
+"""What Easel adds to each public result it posts: 🔁 varies image 1, 🚩 flags it for the moderators."""
+LINEAGE_DEPTH = 10
+"""How many parents to follow back from a variation (or zoom, or pan) to the prompt it all started from."""
+
+
+def result_footer(job_id: int, *, reactions: bool) -> str:
+    """The one place a result names its job: "Job #12 · React 🔁 to vary image 1 · 🚩 to report it"."""
+    return f"Job #{job_id} · {RESULT_HINT}" if reactions else f"Job #{job_id}"
 
 
 async def add_result_reactions(message: discord.Message) -> None:
@@ -366,11 +376,14 @@ class Renderer:
         # One image is the embed's image; several stay attachments, which Discord lays out as a gallery
         # (an attachment the embed shows is shown only inside the embed).
         shown = uploads[0] if count == 1 else None
-        embed = await self._result_embed(outcome, job, who, headline=headline, image=shown, omitted=omitted)
+        reactions = not private
+        embed = await self._result_embed(
+            outcome, job, who, headline=headline, image=shown, omitted=omitted, reactions=reactions
+        )
         view = result_view(outcome.job_id, count, self.prices(job, images[0] if images else None))
         message = await self._send(interaction, uploads, embed=embed, view=view, private=private)
         await self._attach(outcome.job_id, message, uploads)
-        if not private and not message.flags.ephemeral:
+        if reactions and not message.flags.ephemeral:
             await add_result_reactions(message)
         return message
 
@@ -387,17 +400,16 @@ class Renderer:
             fitted = await self._workers.fit([image], max_bytes=max_bytes, max_files=1)
             upload = self._upload(job_id, fitted.files[0], index)
             embed = discord.Embed(
-                title=f"🔎 Image {index + 1} of job {job_id}",
-                description=clip(job.prompt, PROMPT_SHOWN) or None,
+                title=f"🔎 Image {index + 1}, full size",
+                description=await self._about(job),
                 colour=discord.Colour.blurple(),
             )
             embed.add_field(name="Model", value=self._label(job.model))
             embed.add_field(name="Size", value=f"{fitted.files[0].width}x{fitted.files[0].height}")
-            embed.add_field(name="Job", value=f"#{job_id}")
             if fitted.files[0].reencoded:
                 embed.add_field(name="Notes", value="Re-encoded to fit Discord's upload limit.", inline=False)
             embed.set_image(url=f"attachment://{upload.filename}")
-            embed.set_footer(text=f"Job {job_id} · image {index + 1}")
+            embed.set_footer(text=f"Job #{job_id} · image {index + 1}")
             view = image_view(job_id, index, self.prices(job, image))
             message = await self._send(interaction, [upload], embed=embed, view=view, private=private)
             await self._attach(job_id, message, [upload])
@@ -435,6 +447,7 @@ class Renderer:
         headline: str | None,
         image: Upload | None,
         omitted: int,
+        reactions: bool = True,
     ) -> discord.Embed:
         result = outcome.result
         prompt = job.prompt if job is not None else ""
@@ -443,7 +456,7 @@ class Renderer:
         title = headline or ("🎨 An image" if count == 1 else f"🎨 {count} images") + owner
         embed = discord.Embed(
             title=clip(title, TITLE_MAX),
-            description=clip(prompt, PROMPT_SHOWN) or None,
+            description=await self._about(job),
             colour=discord.Colour.blurple(),
         )
         revised = result.revised_prompt or (job.revised_prompt if job is not None else None)
@@ -455,7 +468,6 @@ class Renderer:
         embed.add_field(name="Cost", value=format_usd(outcome.cost))
         kind: JobKind = job.kind if job is not None else "generate"
         embed.add_field(name="Budget", value=await self._budget(who, kind, result.model))
-        embed.add_field(name="Job", value=f"#{outcome.job_id}")
         notes = list(outcome.notes)
         if omitted:
             notes.append(f"{omitted} more image(s) did not fit: Discord takes {DISCORD_MAX_FILES} files a message.")
@@ -463,8 +475,42 @@ class Renderer:
             embed.add_field(name="Notes", value=clip("\n".join(notes), FIELD_MAX), inline=False)
         if image is not None:
             embed.set_image(url=f"attachment://{image.filename}")
-        embed.set_footer(text=RESULT_FOOTER)
+        embed.set_footer(text=result_footer(outcome.job_id, reactions=reactions))
         return embed
+
+    async def _about(self, job: JobRecord | None) -> str | None:
+        """The embed's description: the job's prompt, or for a variation where it came from and the prompt
+        it all started from ("Variation of image 2 of job #12", then that prompt).
+
+        A zoom or a pan shows the prompt it started from instead of the outpaint instruction it sent.
+        """
+        if job is None:
+            return None
+        if job.kind not in ("vary", "outpaint") or job.parent_job is None:
+            return clip(job.prompt, PROMPT_SHOWN) or None
+        lines: list[str] = []
+        if job.kind == "vary":
+            index = f"image {job.parent_index + 1}" if job.parent_index is not None else "an image"
+            lines.append(f"Variation of {index} of job #{job.parent_job}")
+        if job.prompt and job.prompt != OUTPAINT_PROMPT:
+            lines.append(job.prompt)  # a variation asked with words of its own (/vary's prompt)
+        elif origin := await self._origin_prompt(job.parent_job):
+            lines.append(origin)
+        return clip("\n".join(lines), PROMPT_SHOWN) or None
+
+    async def _origin_prompt(self, job_id: int) -> str:
+        """The prompt of job `job_id`, or of its nearest ancestor with one of its own ('' when none is known)."""
+        next_id: int | None = job_id
+        for _ in range(LINEAGE_DEPTH):
+            if next_id is None:
+                break
+            job = await self._ledger.job(next_id)
+            if job is None:
+                break
+            if job.prompt and job.prompt != OUTPAINT_PROMPT:
+                return job.prompt
+            next_id = job.parent_job
+        return ""
 
     @staticmethod
     def _who_name(who: Requester) -> str:

@@ -11,7 +11,7 @@ import simcord
 from bot.app import EaselBot
 from bot.config import Settings
 from cogs.buttons import Prices, image_view, result_view, submitted_text
-from tests.bot_discord.test_imagine import labels, make_bot, ready, world
+from tests.bot_discord.test_imagine import buttons, fields, make_bot, ready, world
 
 
 @pytest.fixture
@@ -52,9 +52,9 @@ async def test_v1_posts_a_variation_recorded_as_the_images_child(env: simcord.En
     assert variation is not None
     assert variation.id != message.id
     assert not variation.ephemeral
-    assert variation.embeds[0].title == "🎲 Variation of image 1 of job 1"
+    assert variation.embeds[0].title == "🔁 Variation"
     assert [attachment.filename for attachment in variation.attachments] == ["easel-2-1.png"]
-    assert "V1" in labels(variation.components)
+    assert buttons(variation.components)[0][0] == "🔁 Vary"
     job = await simcord_bot.core.ledger.job(2)
     assert job is not None
     assert (job.kind, job.parent_job, job.parent_index, job.status) == ("vary", 1, 0, "succeeded")
@@ -81,8 +81,15 @@ async def test_u1_posts_the_image_alone_for_free(env: simcord.Env, simcord_bot: 
     assert single is not None
     (attachment,) = single.attachments
     assert await attachment.read() == (await simcord_bot.core.image_store.load(1, 0)).data
-    assert single.embeds[0].title == "🔎 Image 1 of job 1"
-    assert labels(single.components)[:3] == ["V1", "Zoom out 1.5x", "Zoom out 2x"]
+    assert single.embeds[0].title == "🔎 Image 1, full size"
+    assert single.embeds[0].footer.text == "Job #1 · image 1"
+    assert "Job" not in fields(single)
+    assert single.embeds[0].description == "a red fox"
+    assert buttons(single.components) == [
+        ["🔁 Vary"],
+        ["🔍 Zoom out 1.5x", "🔍 Zoom out 2x"],
+        ["⬅️ Left", "➡️ Right", "⬆️ Up", "⬇️ Down"],
+    ]
     assert await jobs(simcord_bot) == 1
 
 
@@ -122,16 +129,10 @@ async def test_remix_opens_a_prefilled_form_and_generates_the_edited_prompt(
 async def test_zoom_and_pan_extend_a_single_image(env: simcord.Env, simcord_bot: EaselBot) -> None:
     """A single image offers 🔍 and arrows; zooming out 2x and panning left each run an outpaint job."""
     _, alice, message = await imagine(env, n=1)
-    assert labels(message.components) == [
-        "V1",
-        "Re-roll",
-        "Remix",
-        "Zoom out 1.5x",
-        "Zoom out 2x",
-        "None",
-        "None",
-        "None",
-        "None",
+    assert buttons(message.components) == [
+        ["🔁 Vary", "🔄 Re-roll", "✏️ Remix"],
+        ["🔍 Zoom out 1.5x", "🔍 Zoom out 2x"],
+        ["⬅️ Left", "➡️ Right", "⬆️ Up", "⬇️ Down"],
     ]
     zoomed = await alice.click(message, custom_id="easel:zoom:1:0:20")
     panned = await alice.click(message, custom_id="easel:pan:1:0:left")
@@ -225,7 +226,17 @@ def test_one_image_gets_zoom_and_pan_and_no_u() -> None:
     ]
     view = result_view(3, 1, Prices(vary=53_000, reroll=211_000, remix=211_000, outpaint=250_000))
     shown = [item.item.label for item in view.children if isinstance(item, discord.ui.DynamicItem)]
-    assert shown[:3] == ["V1 · $0.053", "Re-roll · $0.211", "Remix · $0.211"]
+    assert shown == [
+        "Vary · $0.053",
+        "Re-roll · $0.211",
+        "Remix · $0.211",
+        "Zoom out 1.5x · $0.250",
+        "Zoom out 2x · $0.250",
+        "Left · $0.250",
+        "Right · $0.250",
+        "Up · $0.250",
+        "Down · $0.250",
+    ]
 
 
 def test_actions_a_model_cannot_do_are_left_out() -> None:
@@ -252,3 +263,73 @@ async def test_a_click_outside_the_allowed_channels_is_refused_for_free(
     settings.channels = str(channel.id)
     await alice.click(message, custom_id="easel:v:1:0")
     assert await jobs(simcord_bot) == 2
+
+
+async def test_a_variation_says_what_it_varies_and_the_prompt_it_came_from(
+    env: simcord.Env, simcord_bot: EaselBot
+) -> None:
+    """A vary job has no prompt of its own: its embed names its parent image and shows the first prompt,
+    also for a variation of a variation; its own job id is in the footer only."""
+    _, alice, message = await imagine(env)
+    first = await alice.click(message, custom_id="easel:v:1:1")
+    assert first.response is not None
+    again = await alice.click(first.response, custom_id="easel:v:2:0")
+
+    assert first.response.embeds[0].description == "Variation of image 2 of job #1\na red fox"
+    assert first.response.embeds[0].footer.text == "Job #2 · React 🔁 to vary image 1 · 🚩 to report it"
+    assert "Job" not in fields(first.response)
+    assert again.response is not None
+    assert again.response.embeds[0].description == "Variation of image 1 of job #2\na red fox"
+    assert again.response.embeds[0].footer.text.startswith("Job #3 · ")
+
+
+async def test_a_zoom_shows_the_prompt_it_started_from(env: simcord.Env) -> None:
+    """A zoom's embed shows the member's prompt, not the outpaint instruction Easel sent for it."""
+    _, alice, message = await imagine(env, n=1)
+    zoomed = await alice.click(message, custom_id="easel:zoom:1:0:15")
+
+    assert zoomed.response is not None
+    assert zoomed.response.embeds[0].description == "a red fox"
+    assert zoomed.response.embeds[0].footer.text.startswith("Job #2 · ")
+
+
+def emoji_of(view: discord.ui.View) -> dict[str, str]:
+    """Each button's emoji by custom_id ('' for none)."""
+    found: dict[str, str] = {}
+    for item in view.children:
+        assert isinstance(item, discord.ui.DynamicItem)
+        found[item.custom_id] = str(item.item.emoji or "")
+    return found
+
+
+def test_several_images_get_numbered_buttons_that_read_clearly() -> None:
+    """Under two images: 🔎 U1 U2, 🔁 V1 V2 with their price, 🔄 Re-roll and ✏️ Remix with theirs."""
+    view = result_view(5, 2, Prices(vary=53_000, reroll=211_000, remix=211_000, outpaint=250_000))
+    labels = {item.custom_id: item.item.label for item in view.children if isinstance(item, discord.ui.DynamicItem)}
+    assert labels == {
+        "easel:u:5:0": "U1",
+        "easel:u:5:1": "U2",
+        "easel:v:5:0": "V1 · $0.053",
+        "easel:v:5:1": "V2 · $0.053",
+        "easel:rr:5": "Re-roll · $0.211",
+        "easel:remix:5": "Remix · $0.211",
+    }
+    assert emoji_of(view) == {
+        "easel:u:5:0": "🔎",
+        "easel:u:5:1": "🔎",
+        "easel:v:5:0": "🔁",
+        "easel:v:5:1": "🔁",
+        "easel:rr:5": "🔄",
+        "easel:remix:5": "✏️",
+    }
+
+
+def test_only_vary_buttons_use_the_vary_emoji() -> None:
+    """🔁 means vary everywhere, as the reaction does: on every V button and on nothing else."""
+    views = [
+        result_view(9, n, Prices(vary=53_000, reroll=211_000, remix=211_000, outpaint=250_000)) for n in (1, 4, 10)
+    ]
+    views.append(image_view(9, 3, Prices(vary=53_000, outpaint=250_000)))
+    for view in views:
+        for custom_id, emoji in emoji_of(view).items():
+            assert (emoji == "🔁") == custom_id.startswith("easel:v:"), custom_id

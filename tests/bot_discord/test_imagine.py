@@ -86,6 +86,16 @@ def labels(components: list[dict[str, Any]]) -> list[str]:
     return [str(button.get("label")) for row in components for button in row["components"]]
 
 
+def buttons(components: list[dict[str, Any]]) -> list[list[str]]:
+    """Every button as a member reads it, emoji then label ("🔁 Vary · $0.04"), row by row."""
+
+    def read(button: dict[str, Any]) -> str:
+        emoji = (button.get("emoji") or {}).get("name")
+        return " ".join(part for part in (emoji, button.get("label")) if part)
+
+    return [[read(button) for button in row["components"]] for row in components]
+
+
 async def test_imagine_posts_every_image_an_embed_and_buttons(env: simcord.Env, simcord_bot: EaselBot) -> None:
     """Two images arrive as exactly two attachments (Discord's gallery, no grid repeating them), with the
     embed's facts and the U/V/re-roll/remix buttons."""
@@ -103,13 +113,15 @@ async def test_imagine_posts_every_image_an_embed_and_buttons(env: simcord.Env, 
         assert await attachment.read() == (await store.load(1, index)).data
     info = fields(message)
     assert info["Cost"] == "$0.00"
-    assert info["Job"] == "#1"
+    assert "Job" not in info, "the job id is in the footer, once"
+    assert message.embeds[0].footer.text == "Job #1 · React 🔁 to vary image 1 · 🚩 to report it"
+    assert "#1" not in str(message.embeds[0].title)
     assert info["Model"] == "GPT Image 2"
     assert info["Revised prompt"] == "[mock] a red fox in the snow"
     assert info["Budget"] == "No spending limit"
     assert message.embeds[0].description == "a red fox in the snow"
     assert not message.embeds[0].image.url, "several images are a gallery of attachments, not an embed image"
-    assert labels(message.components) == ["U1", "U2", "V1", "V2", "Re-roll", "Remix"]
+    assert buttons(message.components) == [["🔎 U1", "🔎 U2"], ["🔁 V1", "🔁 V2"], ["🔄 Re-roll", "✏️ Remix"]]
     assert await store.find_by_message(message.id) == [(1, 0), (1, 1)]
 
 
@@ -186,11 +198,13 @@ async def test_buttons_show_what_a_click_costs(settings: Settings) -> None:
 
             message = result.response
             assert message is not None
-            shown = labels(message.components)
-            assert re.fullmatch(r"V1 · \$0\.\d+", shown[0])
-            assert shown[1:3] == ["Re-roll · $0.0060", "Remix · $0.0060"]
-            assert shown[3].startswith("Zoom out 1.5x · $")
-            assert shown[4].startswith("Zoom out 2x · $")
+            (first, zoom, pan) = buttons(message.components)
+            assert re.fullmatch(r"🔁 Vary · \$0\.\d+", first[0])
+            assert first[1:] == ["🔄 Re-roll · $0.0060", "✏️ Remix · $0.0060"]
+            assert re.fullmatch(r"🔍 Zoom out 1\.5x · \$0\.\d+", zoom[0])
+            assert re.fullmatch(r"🔍 Zoom out 2x · \$0\.\d+", zoom[1])
+            price = zoom[0].rpartition(" · ")[2]
+            assert pan == [f"⬅️ Left · {price}", f"➡️ Right · {price}", f"⬆️ Up · {price}", f"⬇️ Down · {price}"]
             assert fields(message)["Budget"].startswith("$1.00 left of your daily budget, resets <t:")
     finally:
         await bot.close()
@@ -206,6 +220,8 @@ async def test_private_results_are_ephemeral(env: simcord.Env) -> None:
     assert message is not None
     assert message.ephemeral
     assert len(message.attachments) == 1
+    # A private result gets no reactions, so its footer offers none.
+    assert message.embeds[0].footer.text == "Job #1"
 
 
 async def test_the_reply_is_deferred_before_the_slow_work(settings: Settings) -> None:
