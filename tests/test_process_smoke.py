@@ -71,6 +71,28 @@ class BotProcess:
         why = f"exited with {self.proc.returncode}" if ended in done else timed_out
         pytest.fail(f"{what}: {why}\n--- bot stderr ---\n{self.stderr}")
 
+    def group_alive(self) -> bool:
+        """Whether any process of the bot's process group (its image workers included) still runs."""
+        try:
+            os.killpg(self.proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    async def group_ended(self, seconds: float = STOP_TIMEOUT_S) -> bool:
+        """Wait until the bot and every process it started have exited."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while self.group_alive():
+            if loop.time() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    def kill_group(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
     async def exit_code(self, seconds: float = STOP_TIMEOUT_S) -> int:
         try:
             return await asyncio.wait_for(self.proc.wait(), seconds)
@@ -104,7 +126,8 @@ StartBot = Callable[[FakeDiscord], Awaitable[BotProcess]]
 
 @pytest.fixture
 async def start_bot(tmp_path: Path) -> AsyncIterator[StartBot]:
-    """Start `python -m bot` in its own folder; whatever happens, the process is killed at the end."""
+    """Start `python -m bot` in its own folder and process group; whatever happens, the group is killed at the
+    end, so no image worker outlives the test (a killed bot's workers would otherwise live on as orphans)."""
     started: list[BotProcess] = []
 
     async def start(discord: FakeDiscord) -> BotProcess:
@@ -120,6 +143,7 @@ async def start_bot(tmp_path: Path) -> AsyncIterator[StartBot]:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
+                start_new_session=True,
             )
         bot = BotProcess(proc, folder)
         started.append(bot)
@@ -129,8 +153,8 @@ async def start_bot(tmp_path: Path) -> AsyncIterator[StartBot]:
         yield start
     finally:
         for bot in started:
+            bot.kill_group()
             if bot.proc.returncode is None:
-                bot.proc.kill()
                 await bot.proc.wait()
 
 
@@ -266,6 +290,7 @@ async def test_a_stop_signal_closes_the_bot_cleanly_with_exit_code_0(
     assert "Easel stopped" in bot.stderr
     assert ("SIGTERM received: stopping" in bot.stderr) == (signum == signal.SIGTERM)
     assert_clean(bot, fake)
+    assert await bot.group_ended(), "an image worker outlived the bot"
     await asyncio.to_thread(check_closed_database, bot.database)
 
 
@@ -310,4 +335,5 @@ async def test_a_sigterm_while_starting_still_closes_cleanly(
     assert code == 0, bot.stderr
     assert "Easel stopped" in bot.stderr
     assert_clean(bot, fake)
+    assert await bot.group_ended(), "an image worker outlived the bot"
     assert not await asyncio.to_thread(Path(f"{bot.database}-wal").exists)
