@@ -42,7 +42,7 @@ from bot.imaging.inputs import SquareMode
 from bot.imaging.masks import Region
 from bot.imaging.outpaint import Direction
 from bot.queue import JobQueue, PositionHandler, QueuedJob, QueueUpdate, queued_jobs, requeue
-from bot.store.ledger import BudgetStatus, JobDraft, JobKind, Ledger
+from bot.store.ledger import BudgetStatus, JobDraft, JobKind, JobOptions, JobRecord, Ledger
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,45 @@ def _seconds(seconds: float) -> str:
 _T = TypeVar("_T")
 
 NOT_RESUMABLE = "Easel restarted before this job could start and did not keep its input images; nothing was charged."
+
+
+KEPT_OPTIONS = ("style", "background", "output_format", "output_compression", "moderation")
+"""The request options a job keeps besides model, size, quality and n: what asking again needs."""
+
+
+def kept_options(req: GenerateRequest | EditRequest) -> JobOptions:
+    """The `KEPT_OPTIONS` a checked request sets, as sorted pairs for the job record."""
+    found: list[tuple[str, str | int]] = []
+    for name in KEPT_OPTIONS:
+        value = getattr(req, name, None)
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            found.append((name, value))
+    return tuple(sorted(found))
+
+
+def generate_again(job: JobRecord | QueuedJob, *, prompt: str | None = None) -> GenerateRequest:
+    """The request that draws `job` again (a re-roll, a remix with `prompt`, a resume): everything it kept."""
+    options = {name: value for name, value in job.options if name in KEPT_OPTIONS}
+    return GenerateRequest(
+        prompt=job.prompt if prompt is None else prompt,
+        model=job.model,
+        n=job.n,
+        size=job.size,
+        quality=job.quality,
+        style=_text(options.get("style")),
+        background=_text(options.get("background")),
+        output_format=_text(options.get("output_format")),
+        output_compression=_number(options.get("output_compression")),
+        moderation=_text(options.get("moderation")),
+    )
+
+
+def _text(value: str | int | None) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _number(value: str | int | None) -> int | None:
+    return value if isinstance(value, int) else None
 
 
 @dataclass(slots=True)
@@ -151,6 +190,8 @@ class Plan:
     prompt: str
     estimate: int
     call: Callable[[], Awaitable[ImageResult]]
+    options: JobOptions = ()
+    """The request's other options that were set, kept on the job (see `KEPT_OPTIONS`)."""
 
 
 class Studio:
@@ -201,6 +242,7 @@ class Studio:
             n=checked.n,
             prompt=checked.prompt,
             estimate=self._price(spec, size=size, quality=quality, n=checked.n, prompt=checked.prompt),
+            options=kept_options(checked),
             call=(
                 (lambda: _collect(self.images.generate_stream(req), on_partial))
                 if on_partial is not None and spec.streaming
@@ -221,6 +263,7 @@ class Studio:
             estimate=self._price(
                 spec, size=size, quality=quality, n=checked.n, prompt=checked.prompt, inputs=len(checked.images)
             ),
+            options=kept_options(checked),
             call=lambda: self.images.edit(req),
         )
 
@@ -257,6 +300,7 @@ class Studio:
             prompt=plan.prompt,
             parent_job=parent[0] if parent else None,
             parent_index=parent[1] if parent else None,
+            options=plan.options,
         )
 
     async def quote(self, plan: Plan, who: Requester) -> Quote:
@@ -424,18 +468,16 @@ class Studio:
     ) -> JobOutcome:
         """Run a job reserved before a restart, under its original reservation (never charged twice).
 
-        Generate jobs are rebuilt from their record (prompt, model, size, quality, n; other options were not
-        kept). Edits, outpaints and variations need input images that were never stored: they are refunded
-        ('cancelled') and raise JobCancelled saying so.
+        Generate jobs are rebuilt from their record (`generate_again`: prompt, model, size, quality, n and
+        the kept options). Edits, outpaints and variations need input images that were never stored: they
+        are refunded ('cancelled') and raise JobCancelled saying so.
         """
         if job.job_id in self._active:
             raise ValueError(f"job {job.job_id} is already running in this process")
         if job.kind != "generate":
             await self.ledger.refund(job.job_id, code="interrupted", message=NOT_RESUMABLE, status="cancelled")
             raise JobCancelled(NOT_RESUMABLE)
-        req = GenerateRequest(
-            prompt=job.prompt, model=job.model, n=job.n, size=job.size, quality=job.quality, user=job.user_id
-        )
+        req = dataclasses.replace(generate_again(job), user=job.user_id)
         try:
             plan = self.plan_generate(req, on_partial=on_partial)
         except EaselError as error:

@@ -37,7 +37,7 @@ from typing import Any
 
 from bot.errors import JobCancelled, QueueFull, RateLimited
 from bot.store.db import Database
-from bot.store.ledger import JobKind
+from bot.store.ledger import JobKind, JobOptions, parse_options
 
 log = logging.getLogger(__name__)
 
@@ -405,6 +405,7 @@ class QueuedJob:
     created_at: str
     parent_job: int | None = None
     parent_index: int | None = None
+    options: JobOptions = ()
 
 
 async def queued_jobs(db: Database) -> list[QueuedJob]:
@@ -429,6 +430,7 @@ async def queued_jobs(db: Database) -> list[QueuedJob]:
             created_at=row["created_at"],
             parent_job=row["parent_job"],
             parent_index=row["parent_index"],
+            options=parse_options(row["options"]),
         )
         for row in rows
     ]

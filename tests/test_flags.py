@@ -71,7 +71,11 @@ async def test_an_older_database_gains_the_flags_table(tmp_path: Path) -> None:
     migrations = shipped_migrations()
     flags_version = next(m.version for m in migrations if m.name.endswith("_flags.sql"))
     old = await Database.open(path, migrations=[m for m in migrations if m.version < flags_version])
-    job = await _job(old)
+    # Written as that schema knew jobs: today's Ledger writes columns added since.
+    job = await old.execute(
+        "INSERT INTO jobs (kind, user_id, guild_id, model, cost_state, estimate, created_at) "
+        "VALUES ('generate', '100', '1', 'gpt-image-1', 'reserved', 0, '2026-11-24T00:00:00.000Z')"
+    )
     await old.close()
     new = await Database.open(path)
     try:

@@ -6,7 +6,9 @@ import asyncio
 import base64
 import io
 import json
+import sqlite3
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -21,9 +23,9 @@ from bot.api.types import EditRequest, GenerateRequest, InputImage, PartialImage
 from bot.catalogue import Catalogue
 from bot.errors import BadImage, BudgetExceeded, ContentRejected, InvalidOption, ProviderTimeout
 from bot.imaging.masks import parse_region
-from bot.jobs import Requester, Studio
-from bot.store.db import Database
-from bot.store.ledger import Ledger
+from bot.jobs import Requester, Studio, generate_again
+from bot.store.db import Database, shipped_migrations
+from bot.store.ledger import JobDraft, Ledger
 from tests import images
 
 BASE = "https://api.test/v1"
@@ -276,3 +278,79 @@ async def test_previews_are_only_asked_of_models_that_stream(db: Database, catal
         GenerateRequest(prompt="a fox", model="dall-e-3", style="vivid"), ALICE, on_partial=show
     )
     assert (seen, len(outcome.result.images)) == ([], 1)
+
+
+# -- options kept on the job: what a re-roll, a remix and a resume ask for again -------------------------
+
+
+@respx.mock(base_url=BASE)
+async def test_a_jobs_options_are_kept_and_asked_for_again(
+    respx_mock: respx.MockRouter, studio: Studio, db: Database
+) -> None:
+    """Background, format and compression are stored with the job; generate_again asks for the same."""
+    route = respx_mock.post("/images/generations").mock(return_value=answer())
+    req = GenerateRequest(prompt="a fox", background="transparent", output_format="webp", output_compression=80)
+    outcome = await studio.generate(req, ALICE)
+    record = await studio.ledger.job(outcome.job_id)
+    assert record is not None
+    assert record.options == (("background", "transparent"), ("output_compression", 80), ("output_format", "webp"))
+    again = generate_again(record)
+    assert (again.prompt, again.model, again.background, again.output_format, again.output_compression) == (
+        "a fox",
+        "gpt-image-2",
+        "transparent",
+        "webp",
+        80,
+    )
+    assert generate_again(record, prompt="a cat").prompt == "a cat"
+    await studio.generate(again, ALICE)
+    first, second = (json.loads(call.request.content) for call in route.calls)
+    for key in ("background", "output_format", "output_compression", "size", "quality", "n"):
+        assert first[key] == second[key], key
+
+
+@respx.mock(base_url=BASE)
+async def test_a_resumed_job_asks_for_its_kept_options(
+    respx_mock: respx.MockRouter, studio: Studio, db: Database
+) -> None:
+    """A job queued before a restart is resumed with the background and format it was asked with."""
+    route = respx_mock.post("/images/generations").mock(return_value=answer())
+    draft = JobDraft(
+        kind="generate",
+        user_id="alice",
+        guild_id="g1",
+        model="gpt-image-2",
+        size="1024x1024",
+        quality="medium",
+        prompt="a fox",
+        options=(("background", "transparent"), ("output_format", "webp")),
+    )
+    job_id = await studio.ledger.reserve(draft, 60_000)
+    (queued,) = await studio.queued()
+    assert queued.job_id == job_id
+    assert queued.options == draft.options
+    await studio.resume(queued)
+    body = json.loads(route.calls.last.request.content)
+    assert (body["background"], body["output_format"], body["size"], body["quality"]) == (
+        "transparent",
+        "webp",
+        "1024x1024",
+        "medium",
+    )
+
+
+async def test_jobs_from_before_the_options_column_have_none(tmp_path: Path) -> None:
+    """Upgrading a database from schema 4 gives its jobs no options, and they still read back."""
+    path = tmp_path / "old.db"
+    async with await Database.open(path, migrations=shipped_migrations()[:4]) as old:
+        await old.execute(
+            "INSERT INTO jobs (kind, user_id, model, cost_state, status, created_at) "
+            "VALUES ('generate', 'u', 'gpt-image-2', 'free', 'rejected', '2026-11-24T00:00:00.000Z')"
+        )
+    async with await Database.open(path) as db:
+        record = await Ledger(db).job(1)
+        assert record is not None
+        assert record.options == ()
+        assert generate_again(record).background is None
+        with pytest.raises(sqlite3.IntegrityError):
+            await db.execute("UPDATE jobs SET options = '[1]' WHERE id = 1")

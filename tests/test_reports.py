@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+import bot.store.ledger as ledger_module
 from bot.errors import BudgetExceeded
 from bot.store.db import Database, shipped_migrations
 from bot.store.ledger import JobDraft, Ledger
@@ -411,14 +412,25 @@ async def test_rollup_equals_the_ledger(
     )
 
 
-async def test_upgrade_fills_the_rollup(tmp_path: Path, clock: Clock) -> None:
+def write_jobs_without_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make Ledger write jobs as it did before migration 0005 added jobs.options (undo before upgrading)."""
+    monkeypatch.setattr(
+        ledger_module, "_INSERT_JOB", ledger_module._INSERT_JOB.replace(", options)", ")", 1).replace(", ?)", ")", 1)
+    )
+    with_options = Ledger._job_params
+    monkeypatch.setattr(Ledger, "_job_params", lambda self, *args, **kwargs: with_options(self, *args, **kwargs)[:-1])
+
+
+async def test_upgrade_fills_the_rollup(tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
     """A database made before spend_daily existed gets it filled from its ledger on upgrade, then kept up."""
     path = tmp_path / "easel.db"
+    write_jobs_without_options(monkeypatch)
     async with await Database.open(path, migrations=shipped_migrations()[:1]) as old:
         assert await old.version() == 1
         await mixed_jobs(Ledger(old, clock=clock), clock, 120, seed=2)
         assert await old.fetchval("SELECT count(*) FROM sqlite_master WHERE name = 'spend_daily'") == 0
         before = await old.fetchval("SELECT count(*) FROM ledger")
+    monkeypatch.undo()
     async with await Database.open(path) as db:
         assert await db.version() == len(shipped_migrations())
         assert await db.fetchval("SELECT count(*) FROM ledger") == before > 100
@@ -676,13 +688,15 @@ async def test_user_rollup_equals_the_ledger(
     await summaries_match_the_ledger(reports, db)
 
 
-async def test_upgrade_fills_the_user_rollup(tmp_path: Path, clock: Clock) -> None:
+async def test_upgrade_fills_the_user_rollup(tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
     """A database at schema 3 (spend_daily, no spend_by_user) gets spend_by_user filled from its ledger on
     upgrade, then kept up by the trigger."""
     path = tmp_path / "easel.db"
+    write_jobs_without_options(monkeypatch)
     async with await Database.open(path, migrations=shipped_migrations()[:3]) as old:
         await mixed_jobs(Ledger(old, clock=clock), clock, 120, seed=5)
         assert await old.fetchval("SELECT count(*) FROM sqlite_master WHERE name = 'spend_by_user'") == 0
+    monkeypatch.undo()
     async with await Database.open(path) as db:
         assert await db.version() == len(shipped_migrations())
         ledger = Ledger(db, clock=clock)

@@ -57,6 +57,28 @@ def period_bounds(period: Period, moment: dt.datetime) -> tuple[dt.date | None, 
     return start, dt.datetime.combine(end, dt.time(), tzinfo=dt.UTC)
 
 
+JobOptions = tuple[tuple[str, str | int], ...]
+"""A request's other options as sorted (name, value) pairs, e.g. (("background", "transparent"),)."""
+
+
+def options_json(options: JobOptions) -> str:
+    return json.dumps(dict(options), sort_keys=True, separators=(",", ":"))
+
+
+def parse_options(text: str | None) -> JobOptions:
+    """The options column back as pairs; anything but strings and whole numbers is dropped."""
+    loaded = json.loads(text) if text else {}
+    if not isinstance(loaded, dict):
+        return ()
+    return tuple(
+        sorted(
+            (str(k), v)
+            for k, v in loaded.items()
+            if isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool))
+        )
+    )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobDraft:
     """Who asks for what: everything a job record needs before it is priced."""
@@ -74,6 +96,8 @@ class JobDraft:
     prompt: str = ""
     parent_job: int | None = None
     parent_index: int | None = None
+    options: JobOptions = ()
+    """The request's other options that were set, as sorted (name, value) pairs: see `job_options`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,6 +122,7 @@ class JobRecord:
     estimate: int
     cost: int
     created_at: str
+    options: JobOptions = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +172,8 @@ def describe_budget(budget: Budget) -> str:
 
 _INSERT_JOB = (
     "INSERT INTO jobs (kind, user_id, guild_id, channel_id, roles, model, provider, size, quality, n, prompt, "
-    "parent_job, parent_index, status, cost_state, estimate, created_at, error_code, error_message, finished_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "parent_job, parent_index, status, cost_state, estimate, created_at, error_code, error_message, finished_at, "
+    "options) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -214,6 +239,7 @@ class Ledger:
             error[0] if error else None,
             error[1] if error else None,
             now if error else None,
+            options_json(draft.options),
         )
 
     async def reserve(self, draft: JobDraft, estimate: int) -> int:
@@ -324,7 +350,7 @@ class Ledger:
         """The stored job `job_id`, or None when there is no such job."""
         row = await self.db.fetchone(
             "SELECT id, kind, user_id, guild_id, channel_id, model, size, quality, n, prompt, revised_prompt, "
-            "parent_job, parent_index, status, cost_state, estimate, cost, created_at FROM jobs WHERE id = ?",
+            "parent_job, parent_index, status, cost_state, estimate, cost, created_at, options FROM jobs WHERE id = ?",
             (job_id,),
         )
         if row is None:
@@ -348,6 +374,7 @@ class Ledger:
             estimate=int(row["estimate"]),
             cost=int(row["cost"]),
             created_at=row["created_at"],
+            options=parse_options(row["options"]),
         )
 
     # -- budgets -------------------------------------------------------------------------------------
