@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any, Self, cast
 import discord
 from discord.ext import commands
 
-from bot.api.types import GenerateRequest, InputImage, VaryRequest
+from bot.api.types import InputImage, VaryRequest
 from bot.errors import ImageGone
 from bot.imaging.outpaint import Direction
-from bot.jobs import JobOutcome, QueueHandler, Requester, Studio
+from bot.jobs import JobOutcome, QueueHandler, Requester, Studio, generate_again
 from bot.pricing import format_usd
 from bot.store.images import ImageStore
 from bot.store.ledger import JobRecord, Ledger
@@ -503,7 +503,7 @@ class Actions:
         prompt: str,
         hooks: Hooks,
     ) -> JobOutcome:
-        """Generate again with `job`'s model, size, quality and count, and `prompt`."""
-        req = GenerateRequest(prompt=prompt, model=job.model, n=job.n, size=job.size, quality=job.quality)
+        """Generate again with everything `job` kept (model, size, quality, count, options), and `prompt`."""
+        req = generate_again(job, prompt=prompt)
         await self._renderer.announce(interaction, lambda: self._studio.plan_generate(req), who)
         return await self._studio.generate(req, who, on_partial=hooks, on_queue=hooks.on_queue)

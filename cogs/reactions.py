@@ -47,7 +47,7 @@ from cogs.buttons import NO_JOB, result_view
 from cogs.cancel import CANCEL, cancel_by_reaction
 from cogs.errors import friendly
 from cogs.guard import channel_allowed
-from cogs.render import FLAG, VARY, Renderer, add_result_reactions
+from cogs.render import FLAG, PROMPT_SHOWN, VARY, Renderer, add_result_reactions, clip, result_footer
 
 if TYPE_CHECKING:
     from bot.app import EaselBot
@@ -138,12 +138,14 @@ async def record_attachments(
         )
 
 
-def result_embed(outcome: JobOutcome, title: str) -> discord.Embed:
-    """A small embed for a result: what it is, the model, its cost and job id, and any notes on the inputs."""
-    embed = discord.Embed(title=title, description="\n".join(outcome.notes) or None, colour=discord.Colour.blurple())
+def result_embed(outcome: JobOutcome, title: str, description: str | None = None) -> discord.Embed:
+    """A small embed for a result: what it is (`description`: where it came from and its prompt), the model,
+    its cost, any notes on the inputs, and the job id in the same footer as every other result."""
+    text = "\n".join(part for part in (description, *outcome.notes) if part)
+    embed = discord.Embed(title=title, description=clip(text, PROMPT_SHOWN) or None, colour=discord.Colour.blurple())
     embed.add_field(name="Model", value=outcome.result.model)
     embed.add_field(name="Cost", value=format_usd(outcome.cost))
-    embed.set_footer(text=f"Job {outcome.job_id}")
+    embed.set_footer(text=result_footer(outcome.job_id, reactions=True))
     return embed
 
 
@@ -167,6 +169,7 @@ async def deliver_to_channel(
     who: discord.User | discord.Member,
     *,
     title: str,
+    description: str | None = None,
     reply_to: int | None = None,
     view: discord.ui.View | None = None,
 ) -> discord.Message:
@@ -181,7 +184,7 @@ async def deliver_to_channel(
     files = [discord.File(io.BytesIO(item.data), filename=item.filename) for item in fitted.files]
     mentions = discord.AllowedMentions(everyone=False, roles=False, users=[who], replied_user=False)
     content = f"{who.mention} {title}"
-    embed = result_embed(outcome, title)
+    embed = result_embed(outcome, title, description)
     view = view or discord.utils.MISSING
     if reply_to is None:
         message = await channel.send(content=content, embed=embed, files=files, view=view, allowed_mentions=mentions)
@@ -316,7 +319,8 @@ class Reactions(commands.Cog):
                     channel,
                     outcome,
                     user,
-                    title=f"{VARY} Variation of image {index + 1} of job {job_id}",
+                    title=f"{VARY} Variation of image {index + 1} of job #{job_id}",
+                    description=await self.renderer.describe(parent),
                     reply_to=payload.message_id,
                     view=await self._buttons(outcome),
                 )

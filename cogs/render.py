@@ -34,12 +34,22 @@ from typing import Any
 
 import discord
 
-from bot.api.types import EditRequest, GeneratedImage, GenerateRequest, InputImage, PartialImage, VaryRequest
+from bot.api.types import EditRequest, GeneratedImage, InputImage, PartialImage, VaryRequest
 from bot.config import Settings
 from bot.errors import EaselError, ImageGone
 from bot.imaging.fit import DISCORD_MAX_BYTES, DISCORD_MAX_FILES, FittedFile
 from bot.imaging.pool import ImageWorkers
-from bot.jobs import OUTPAINT_PROMPT, JobOutcome, PartialHandler, Plan, QueueHandler, Quote, Requester, Studio
+from bot.jobs import (
+    OUTPAINT_PROMPT,
+    JobOutcome,
+    PartialHandler,
+    Plan,
+    QueueHandler,
+    Quote,
+    Requester,
+    Studio,
+    generate_again,
+)
 from bot.pricing import format_usd
 from bot.queue import QueueUpdate
 from bot.store.images import ImageStore, extension
@@ -270,7 +280,7 @@ class Renderer:
             outpaint = self._estimate(lambda: self._studio.plan_edit(edit_req, kind="outpaint"))
         reroll = remix = None
         if job.kind == "generate":
-            again = GenerateRequest(prompt=job.prompt, model=job.model, n=job.n, size=job.size, quality=job.quality)
+            again = generate_again(job)
             reroll = remix = self._estimate(lambda: self._studio.plan_generate(again))
         elif job.kind == "vary" and job.parent_job is not None:
             reroll = vary
@@ -401,7 +411,7 @@ class Renderer:
             upload = self._upload(job_id, fitted.files[0], index)
             embed = discord.Embed(
                 title=f"🔎 Image {index + 1}, full size",
-                description=await self._about(job),
+                description=await self.describe(job),
                 colour=discord.Colour.blurple(),
             )
             embed.add_field(name="Model", value=self._label(job.model))
@@ -456,7 +466,7 @@ class Renderer:
         title = headline or ("🎨 An image" if count == 1 else f"🎨 {count} images") + owner
         embed = discord.Embed(
             title=clip(title, TITLE_MAX),
-            description=await self._about(job),
+            description=await self.describe(job),
             colour=discord.Colour.blurple(),
         )
         revised = result.revised_prompt or (job.revised_prompt if job is not None else None)
@@ -478,7 +488,7 @@ class Renderer:
         embed.set_footer(text=result_footer(outcome.job_id, reactions=reactions))
         return embed
 
-    async def _about(self, job: JobRecord | None) -> str | None:
+    async def describe(self, job: JobRecord | None) -> str | None:
         """The embed's description: the job's prompt, or for a variation where it came from and the prompt
         it all started from ("Variation of image 2 of job #12", then that prompt).
 

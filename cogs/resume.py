@@ -28,7 +28,7 @@ from bot.queue import QueuedJob
 from cogs.buttons import result_view
 from cogs.errors import friendly
 from cogs.reactions import Destination, deliver_to_channel
-from cogs.render import TITLE_MAX, Renderer, clip
+from cogs.render import Renderer
 
 if TYPE_CHECKING:
     from bot.app import EaselBot
@@ -188,7 +188,8 @@ class Resume(commands.Cog):
                 target.channel,
                 outcome,
                 target.user,
-                title=clip(f"🎨 Your request from before the restart: {job.prompt}", TITLE_MAX),
+                title="🎨 Your request from before the restart",
+                description=await self.renderer.describe(record),
                 view=result_view(outcome.job_id, len(images), prices),
             )
         except Exception as error:

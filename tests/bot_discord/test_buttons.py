@@ -106,6 +106,24 @@ async def test_reroll_runs_the_same_request_again(env: simcord.Env, simcord_bot:
     assert (again.kind, again.prompt, again.model, again.n) == ("generate", first.prompt, first.model, first.n)
 
 
+async def test_reroll_and_remix_keep_the_background_asked_for(env: simcord.Env, simcord_bot: EaselBot) -> None:
+    """A transparent /imagine re-rolled or remixed is transparent again: the job kept its options."""
+    channel, alice = world(env)
+    result = await alice.slash(channel, "imagine", prompt="a red fox sticker", background="transparent")
+    assert result.response is not None
+    await alice.click(result.response, custom_id="easel:rr:1")
+    shown = await alice.click(result.response, custom_id="easel:remix:1")
+    assert shown.modal is not None
+    await alice.submit_modal(shown, {"prompt": "a blue fox sticker"})
+    for job_id in (1, 2, 3):
+        job = await simcord_bot.core.ledger.job(job_id)
+        assert job is not None
+        assert dict(job.options) == {"background": "transparent"}, job_id
+    last = await simcord_bot.core.ledger.job(3)
+    assert last is not None
+    assert last.prompt == "a blue fox sticker"
+
+
 async def test_remix_opens_a_prefilled_form_and_generates_the_edited_prompt(
     env: simcord.Env, simcord_bot: EaselBot
 ) -> None:

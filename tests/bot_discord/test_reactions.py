@@ -19,6 +19,7 @@ from bot.config import Settings
 from bot.jobs import Requester
 from bot.store.flags import Flags
 from cogs.reactions import DELETE, DIGITS, FLAG, NOTICE_SECONDS, VARY, Action, action_for, deliver_to_channel
+from cogs.render import result_footer
 
 EXTENSIONS = ("cogs.reactions",)
 
@@ -124,9 +125,14 @@ async def test_repeat_varies_image_one_charged_to_the_reactor(world: World) -> N
     assert len(reply.attachments) == 1
     assert [str(r.emoji) for r in reply.reactions] == [VARY, FLAG]
     assert reply.components  # the same priced buttons as any result
+    # Like any result: the prompt it came from, and the job id once, in the usual footer.
+    (embed,) = reply.embeds
+    assert embed.title == f"{VARY} Variation of image 1 of job #{parent}"
+    assert embed.description == "a red fox"
+    [(child, _)] = await world.bot.core.image_store.find_by_message(reply.id)
+    assert embed.footer.text == result_footer(child, reactions=True)
     # The variation is itself a result the store can find, so it can be varied in turn.
-    [(child, index)] = await world.bot.core.image_store.find_by_message(reply.id)
-    assert index == 0
+    assert await world.bot.core.image_store.find_by_message(reply.id) == [(child, 0)]
     ledger = await world.bot.core.db.fetchall("SELECT DISTINCT user_id FROM ledger WHERE job_id = ?", (child,))
     assert [row[0] for row in ledger] == [str(world.bob.id)]
 

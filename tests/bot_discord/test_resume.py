@@ -20,6 +20,7 @@ from bot.catalogue import ModelSpec
 from bot.config import Settings
 from bot.services import Core, open_core
 from bot.store.ledger import JobDraft, JobKind
+from cogs.render import result_footer
 from cogs.resume import NOT_RESUMED
 
 EXTENSIONS = ("cogs.imagine", "cogs.resume")
@@ -107,7 +108,8 @@ async def test_a_queued_job_resumes_and_posts_in_its_channel(settings: Settings)
         assert posted.reference is None
         assert "before the restart" in posted.content
         assert [a.filename for a in posted.attachments] == [f"easel_{job_id}_1.png", f"easel_{job_id}_2.png"]
-        assert posted.embeds[0].footer.text == f"Job {job_id}"
+        assert posted.embeds[0].footer.text == result_footer(job_id, reactions=True)
+        assert posted.embeds[0].description == "a red fox"
         custom_ids = [child.custom_id for row in posted.components for child in row.children]  # type: ignore[attr-defined]
         assert f"easel:v:{job_id}:0" in custom_ids
         assert await second.core.image_store.find_by_message(posted.id) == [(job_id, 0), (job_id, 1)]
@@ -141,7 +143,7 @@ async def test_a_running_job_stays_an_unknown_charge(settings: Settings) -> None
         assert job.cost == ESTIMATE
         assert await state(second, queued) == ("succeeded", "settled")
         (posted,) = mentions(world.channel.history(), world.alice.id)
-        assert "queued fox" in posted.content
+        assert posted.embeds[0].description == "queued fox"
 
 
 async def test_a_job_whose_channel_is_gone_is_refunded(settings: Settings) -> None:
