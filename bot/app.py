@@ -3,8 +3,10 @@
 `setup_hook` opens the core (one HTTP client, one database, the stores; crash recovery runs here: running
 jobs become unknown charges, queued ones stay reserved for `cogs.resume` to run once the bot is ready), starts
 the image workers and the store's clean-up task, loads the cogs from `cogs.EXTENSIONS`, and syncs the
-slash commands only when their definition changed. `close()` unloads the cogs first (so their tasks end
-while the services still work), closes the gateway, then the services in reverse order.
+slash commands only when their definition changed. `close()` first lets the replies in flight
+finish (`bot.in_flight`, up to EASEL_STOP_GRACE seconds, turning new work away meanwhile), then unloads the
+cogs (so their tasks end while the services still work), closes the gateway, then the services in reverse
+order.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from discord.ext import commands
 from bot.config import Settings
 from bot.errors import ConfigError
 from bot.imaging.pool import ImageWorkers, Mode
+from bot.inflight import InFlight
 from bot.services import Core, open_core
 from cogs import EXTENSIONS
 
@@ -81,6 +84,8 @@ class EaselBot(commands.Bot):
         self._core: Core | None = None
         self._workers: ImageWorkers | None = None
         self._background: list[asyncio.Task[None]] = []
+        self.in_flight = InFlight()
+        """Replies and results in flight: a stop turns new work away and lets these finish first."""
 
     @property
     def core(self) -> Core:
@@ -151,7 +156,10 @@ class EaselBot(commands.Bot):
         return True
 
     async def close(self) -> None:
-        # Cogs first, so their tasks finish while the HTTP client and database still work.
+        # Replies in flight first (within EASEL_STOP_GRACE), so no paid-for result is cut off mid-upload;
+        # then the cogs, so their tasks finish while the HTTP client and database still work.
+        if self._core is not None and not self.is_closed():
+            await self.in_flight.drain(self.settings.stop_grace)
         for extension in list(self.extensions):
             with contextlib.suppress(commands.ExtensionError):
                 await self.unload_extension(extension)

@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     """Most megabytes the local image store may hold; the oldest go first (0: no limit)."""
     image_cleanup_hours: float = Field(default=6, gt=0, validation_alias="EASEL_IMAGE_CLEANUP_HOURS")
     """How often the bot applies the retention limits."""
+    stop_grace: float = Field(default=8, ge=0, le=600, validation_alias="EASEL_STOP_GRACE")
+    """Seconds a stop waits for replies in flight to finish (docker stop allows 10 before it kills)."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", validation_alias="EASEL_LOG_LEVEL")
     """How much to log."""
 

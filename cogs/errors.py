@@ -47,6 +47,13 @@ class OutsideChannels(app_commands.CheckFailure):
         self.allowed = tuple(sorted(allowed))
 
 
+class Stopping(app_commands.CheckFailure):
+    """Easel is stopping (a restart or an update): new work is turned away while replies in flight finish."""
+
+    def __init__(self) -> None:
+        super().__init__("the bot is stopping")
+
+
 class CannotPost(app_commands.BotMissingPermissions):
     """Easel lacks a permission it needs to post results in this channel (names as in `discord.Permissions`)."""
 
@@ -84,6 +91,8 @@ def friendly(error: BaseException, *, job_id: int | None = None) -> str:
             return f"🐢 Slow down a little: try again in {error.retry_after:.0f} s."
         case app_commands.MissingPermissions():
             return "🔒 You need the Manage Messages permission for that."
+        case Stopping():
+            return "🔧 I'm restarting right now; please try again in a minute. Nothing was charged."
         case OutsideChannels():
             return "🚫 I only draw in " + ", ".join(f"<#{channel}>" for channel in error.allowed) + "."
         case CannotPost():

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.config import Settings
-from cogs.errors import CannotPost, OutsideChannels, friendly
+from bot.inflight import InFlight
+from cogs.errors import CannotPost, OutsideChannels, Stopping, friendly
 
 if TYPE_CHECKING:
     from bot.app import EaselBot
@@ -91,8 +92,11 @@ def missing_permissions(interaction: discord.Interaction[Any], *, private: bool)
 
 def guard_error(
     interaction: discord.Interaction[Any], settings: Settings, *, posts_results: bool = True
-) -> OutsideChannels | CannotPost | None:
+) -> Stopping | OutsideChannels | CannotPost | None:
     """Why Easel must refuse this interaction, or None to go ahead."""
+    in_flight = getattr(interaction.client, "in_flight", None)
+    if isinstance(in_flight, InFlight) and in_flight.closing:
+        return Stopping()
     if not channel_allowed(settings, interaction.channel_id, _parent_id(interaction.channel)):
         return OutsideChannels(settings.channel_ids())
     if posts_results:

@@ -238,9 +238,13 @@ class Reactions(commands.Cog):
         key = (payload.message_id, payload.user_id, f"{action.kind}:{action.index}")
         if key in self._busy:
             return
+        if self.bot.in_flight.closing:
+            log.info("stopping: ignored %s on message %s", payload.emoji, payload.message_id)
+            return
         self._busy.add(key)
         try:
-            await self._handle(payload, action)
+            async with self.bot.in_flight.track():
+                await self._handle(payload, action)
         except Exception:
             log.exception("reaction %s on message %s failed", payload.emoji, payload.message_id)
         finally:
@@ -429,5 +433,5 @@ class Reactions(commands.Cog):
 
 async def setup(bot: EaselBot) -> None:
     core = bot.core
-    renderer = Renderer(core.studio, core.image_store, bot.workers, core.ledger, core.settings)
+    renderer = Renderer(core.studio, core.image_store, bot.workers, core.ledger, core.settings, in_flight=bot.in_flight)
     await bot.add_cog(Reactions(bot, renderer))

@@ -39,6 +39,7 @@ from bot.config import Settings
 from bot.errors import EaselError, ImageGone
 from bot.imaging.fit import DISCORD_MAX_BYTES, DISCORD_MAX_FILES, FittedFile
 from bot.imaging.pool import ImageWorkers
+from bot.inflight import InFlight
 from bot.jobs import (
     OUTPAINT_PROMPT,
     JobOutcome,
@@ -235,8 +236,11 @@ class Renderer:
         now: Callable[[], dt.datetime] = discord.utils.utcnow,
         preview_clock: Callable[[], float] | None = None,
         preview_interval: float = PREVIEW_INTERVAL,
+        in_flight: InFlight | None = None,
     ) -> None:
         self._studio = studio
+        self.in_flight = in_flight or InFlight()
+        """Replies in flight, which a clean stop lets finish (the bot's own, shared by every cog)."""
         self._store = image_store
         self._workers = workers
         self._ledger = ledger
@@ -339,6 +343,18 @@ class Renderer:
     ) -> discord.Message | None:
         """Run `work` with live previews and its place in line (with a Cancel button while it waits), then
         deliver its outcome; any failure becomes one private sentence."""
+        async with self.in_flight.track():
+            return await self._run(interaction, who, work, private=private, headline=headline)
+
+    async def _run(
+        self,
+        interaction: discord.Interaction[Any],
+        who: Requester,
+        work: Work,
+        *,
+        private: bool = False,
+        headline: str | None = None,
+    ) -> discord.Message | None:
         job_id: int | None = None
         quote_text = functools.partial(self._queue_text, interaction.id)
         watch = QueueWatch(

@@ -96,7 +96,7 @@ class Resume(commands.Cog):
             if target is None or not target.can_post:
                 await self._give_up(job, target)
                 continue
-            task = asyncio.create_task(self._resume(job, target), name=f"easel-resume-{job.job_id}")
+            task = asyncio.create_task(self._tracked(job, target), name=f"easel-resume-{job.job_id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -166,6 +166,11 @@ class Resume(commands.Cog):
         if refunded and target is not None:
             await self._tell(target, NOT_RESUMED)
 
+    async def _tracked(self, job: QueuedJob, target: _Target) -> None:
+        """`_resume`, counted as work in flight so that a stop lets its result be posted."""
+        async with self.bot.in_flight.track():
+            await self._resume(job, target)
+
     async def _resume(self, job: QueuedJob, target: _Target) -> None:
         studio = self.bot.core.studio
         try:
@@ -211,5 +216,5 @@ class Resume(commands.Cog):
 
 async def setup(bot: EaselBot) -> None:
     core = bot.core
-    renderer = Renderer(core.studio, core.image_store, bot.workers, core.ledger, core.settings)
+    renderer = Renderer(core.studio, core.image_store, bot.workers, core.ledger, core.settings, in_flight=bot.in_flight)
     await bot.add_cog(Resume(bot, renderer))

@@ -294,8 +294,8 @@ async def test_a_stop_signal_closes_the_bot_cleanly_with_exit_code_0(
     await asyncio.to_thread(check_closed_database, bot.database)
 
 
-@pytest.mark.xfail(reason="EaselBot.close closes the HTTP session under commands still answering", strict=True)
 async def test_a_stop_during_a_reply_lets_the_reply_finish(start_bot: StartBot) -> None:
+    """A SIGTERM while the result is still uploading waits for it (EASEL_STOP_GRACE): the reply completes."""
     async with FakeDiscord(token=TOKEN, upload_delay_s=1.0) as discord:
         bot = await start_bot(discord)
         await ready(bot, discord)

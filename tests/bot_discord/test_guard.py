@@ -87,6 +87,19 @@ async def test_a_thread_under_an_allowed_channel_works(
     assert await jobs(simcord_bot) == 1
 
 
+async def test_while_stopping_new_commands_are_turned_away(env: simcord.Env, simcord_bot: EaselBot) -> None:
+    """Once a stop has begun, /imagine gets one private sentence and starts no job."""
+    channel, alice = world(env)
+    assert await simcord_bot.in_flight.drain(grace=0)
+
+    result = await alice.slash(channel, "imagine", prompt="a red fox")
+
+    assert result.ephemeral
+    assert result.response is not None
+    assert result.response.content == "🔧 I'm restarting right now; please try again in a minute. Nothing was charged."
+    assert await jobs(simcord_bot) == 0
+
+
 async def test_without_attach_files_one_sentence_and_nothing_charged(env: simcord.Env, simcord_bot: EaselBot) -> None:
     """Where the bot may not attach files it says which permission to grant, before any job."""
     guild = env.create_guild()
