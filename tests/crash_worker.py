@@ -184,10 +184,10 @@ async def mid_batch(ledger: Ledger) -> None:
         transaction every time, rather than whenever a poll from the event loop happens to see one open.
         """
         ready = progress.settled >= KILL_AFTER_SETTLED and progress.waiting > 0 and progress.calling > 0
-        if not ready or len(statements) < 2:
+        if not ready:
             return real_batch(conn, statements)
         conn.execute("BEGIN IMMEDIATE")
-        for sql, params in statements[: len(statements) // 2]:
+        for sql, params in statements[: max(1, len(statements) // 2)]:
             with contextlib.suppress(sqlite3.Error):  # a refused reservation, as in the real batch: undone alone
                 conn.execute(sql, params)
         die(

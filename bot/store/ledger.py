@@ -62,6 +62,8 @@ JobOptions = tuple[tuple[str, str | int], ...]
 
 
 def options_json(options: JobOptions) -> str:
+    if not options:  # most jobs: no need to build and encode an empty object on every reservation
+        return "{}"
     return json.dumps(dict(options), sort_keys=True, separators=(",", ":"))
 
 
