@@ -46,6 +46,46 @@ def waiting(studio: Studio) -> dict[int, int]:
     return _WAITING.setdefault(studio, {})
 
 
+PLACE_EDITS_PER_SECOND = 10.0
+"""Most place-in-line edits a second across all of one Studio's replies (the start of a job is not counted).
+
+In a burst every waiting job learns its place at once, and each one moves up whenever any job starts:
+shown one by one, that is hundreds of edits (and their reactions) in the same instant, which stalled the
+event loop for over 100 ms (bench/bot.py). An update that finds no room is skipped; the job's next move
+up shows it. "Next in line" is never skipped, as nothing later would correct it before the start.
+"""
+
+
+class _EditAllowance:
+    """A token bucket: `rate` edits a second, at most `rate` at once."""
+
+    def __init__(self, rate: float, clock: Callable[[], float]) -> None:
+        self._rate = rate
+        self._clock = clock
+        self._tokens = rate
+        self._at = clock()
+
+    def take(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self._rate, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
+_ALLOWANCES: weakref.WeakKeyDictionary[Studio, _EditAllowance] = weakref.WeakKeyDictionary()
+
+
+def place_edits(studio: Studio, clock: Callable[[], float] = time.monotonic) -> _EditAllowance:
+    """The shared allowance of place-in-line edits for `studio`'s replies."""
+    allowance = _ALLOWANCES.get(studio)
+    if allowance is None:
+        allowance = _ALLOWANCES[studio] = _EditAllowance(PLACE_EDITS_PER_SECOND, clock)
+    return allowance
+
+
 class CancelButton(
     _Guarded, discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=r"easel:cancel:(?P<job>\d+)"
 ):
@@ -148,6 +188,8 @@ class QueueWatch:
         same = update.note == self._note and update.position > 1
         if self._waiting and same and now - self._last_shown() < self._interval:
             return
+        if update.position > 1 and not place_edits(self._studio).take():
+            return
         first = not self._waiting
         self._waiting, self._note, self._last = True, update.note, now
         await self._edit(content=self._text(update), view=cancel_view(update.job_id))
@@ -170,19 +212,15 @@ class QueueWatch:
 
     async def _edit(self, **changes: Any) -> None:
         try:
-            await self._interaction.edit_original_response(**changes)
+            # The edited reply comes back with the edit: no separate fetch is needed to react on it.
+            self._message = await self._interaction.edit_original_response(**changes)
         except discord.HTTPException as exc:
             log.debug("could not show the place in line: %s", exc)
 
     async def _offer_reaction(self, job_id: int) -> None:
         """React ❌ on the reply, and remember it for the job, so the member can cancel by reacting."""
-        try:
-            message = self._message or await self._interaction.original_response()
-        except discord.HTTPException as exc:
-            log.debug("could not fetch the reply to offer ❌: %s", exc)
-            return
-        self._message = message
-        if message.flags.ephemeral:
+        message = self._message
+        if message is None or message.flags.ephemeral:  # the edit failed, or only the member sees it
             return
         waiting(self._studio)[message.id] = job_id
         with contextlib.suppress(discord.HTTPException):
