@@ -69,7 +69,7 @@ class _EditAllowance:
         now = self._clock()
         self._tokens = min(self._rate, self._tokens + (now - self._at) * self._rate)
         self._at = now
-        if self._tokens < 1:
+        if self._tokens < 1 - 1e-9:  # clock differences are floats: 0.1 s may come back as 0.0999…
             return False
         self._tokens -= 1
         return True
