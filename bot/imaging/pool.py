@@ -27,6 +27,8 @@ import functools
 import logging
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -211,7 +213,7 @@ class ImageWorkers:
         self._ensure_open()
         if self._executor is None:
             self._executor = ProcessPoolExecutor(
-                max_workers=self.max_workers, mp_context=_context(), initializer=_initialise
+                max_workers=self.max_workers, mp_context=_context(), initializer=_initialise, initargs=(os.getpid(),)
             )
         return self._executor
 
@@ -234,9 +236,33 @@ def _fit_with_cell(
     return fit_decoded(decoded, max_bytes=max_bytes, index=index, stem=stem), cell
 
 
-def _initialise() -> None:
-    """Runs once in each worker: register every Pillow plugin now rather than on the first image."""
+OWNER_CHECK_SECONDS = 1.0
+"""How often a worker checks that the process that started it is still alive."""
+
+
+def _initialise(owner: int) -> None:
+    """Runs once in each worker: register every Pillow plugin now rather than on the first image, and
+    watch the owner, so a worker never outlives a bot that was killed (SIGKILL, OOM) without closing it."""
     Image.init()
+    threading.Thread(target=_watch_owner, args=(owner,), name="easel-owner-watch", daemon=True).start()
+
+
+def _watch_owner(owner: int) -> None:
+    # The worker's parent is the fork server, not the bot, so the parent id says nothing: ask about the
+    # bot's own process id. A worker blocked waiting for work would otherwise wait forever.
+    while _alive(owner):
+        time.sleep(OWNER_CHECK_SECONDS)
+    os._exit(0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process now has the id: treat as alive rather than guess
+    return True
 
 
 def _ready() -> int:
