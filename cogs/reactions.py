@@ -232,7 +232,9 @@ class Reactions(commands.Cog):
                 await self._cancel(payload)
             return
         action = action_for(payload.emoji)
-        if action is None or not self._allowed(payload):
+        # EASEL_CHANNELS limits where Easel draws; flagging and deleting its old results keep working in a
+        # channel taken off the list later, so moderators can still clean up there.
+        if action is None or (action.kind == "vary" and not self._allowed(payload)):
             return
         # Taken before the first await, so a second event of the burst sees it.
         key = (payload.message_id, payload.user_id, f"{action.kind}:{action.index}")
@@ -267,7 +269,7 @@ class Reactions(commands.Cog):
                 await self._delete(payload, channel, job_id)
 
     def _allowed(self, payload: discord.RawReactionActionEvent) -> bool:
-        """Reactions outside EASEL_CHANNELS are ignored, like commands there (a thread counts as its parent)."""
+        """Whether EASEL_CHANNELS lets Easel draw here, as for commands (a thread counts as its parent)."""
         channel = self.bot.get_channel(payload.channel_id)
         parent = channel.parent_id if isinstance(channel, discord.Thread) else None
         return channel_allowed(self.bot.settings, payload.channel_id, parent)

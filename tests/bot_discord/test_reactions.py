@@ -258,3 +258,14 @@ async def test_reactions_outside_the_allowed_channels_are_ignored(world: World, 
     await world.bob.unreact(message, VARY)
     await world.bob.react(message, VARY)
     assert len(await world.children(message)) == 1
+
+
+async def test_flag_and_delete_still_work_in_a_channel_taken_off_the_list(world: World, settings: Settings) -> None:
+    """A channel removed from EASEL_CHANNELS keeps its old results under moderation: 🚩 and 🗑️ still act."""
+    message = await world.result()
+    job = (await world.bot.core.image_store.find_by_message(message.id))[0][0]
+    settings.channels = str(world.guild.create_text_channel("studio").id)
+    await world.bob.react(message, FLAG)
+    assert [f.user_id for f in await Flags(world.bot.core.db).for_job(job)] == [str(world.bob.id)]
+    await world.mod.react(message, DELETE)
+    assert message.id not in [m.id for m in world.channel.history()]
