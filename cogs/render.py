@@ -22,6 +22,7 @@ or sent by direct message when the reply was private. Every failure is one sente
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import functools
@@ -116,6 +117,10 @@ Work = Callable[[Hooks], Awaitable[JobOutcome]]
 
 Pass both on: `studio.generate(req, who, on_partial=hooks, on_queue=hooks.on_queue)`.
 """
+
+
+async def _nothing() -> None:
+    return None
 
 
 def requester(interaction: discord.Interaction[Any]) -> Requester:
@@ -396,8 +401,10 @@ class Renderer:
         """Replace the reply with the result (images, embed, buttons) and record where the images went."""
         images = outcome.result.images
         max_bytes = interaction.filesize_limit or DISCORD_MAX_BYTES
-        uploads, omitted = await self._fit(outcome.job_id, images, max_bytes)
-        job = await self._ledger.job(outcome.job_id)
+        # The job's record comes from the database thread while the images are fitted elsewhere.
+        (uploads, omitted), job = await asyncio.gather(
+            self._fit(outcome.job_id, images, max_bytes), self._ledger.job(outcome.job_id)
+        )
         count = len(uploads)
         # One image is the embed's image; several stay attachments, which Discord lays out as a gallery
         # (an attachment the embed shows is shown only inside the embed).
@@ -408,9 +415,11 @@ class Renderer:
         )
         view = result_view(outcome.job_id, count, self.prices(job, images[0] if images else None))
         message = await self._send(interaction, uploads, embed=embed, view=view, private=private)
-        await self._attach(outcome.job_id, message, uploads)
-        if reactions and not message.flags.ephemeral:
-            await add_result_reactions(message)
+        # Recording the attachments (a database write) and adding the reactions (Discord) go on together.
+        react = reactions and not message.flags.ephemeral
+        await asyncio.gather(
+            self._attach(outcome.job_id, message, uploads), add_result_reactions(message) if react else _nothing()
+        )
         return message
 
     async def show_image(
