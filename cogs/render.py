@@ -55,7 +55,7 @@ from bot.jobs import (
 from bot.pricing import format_usd
 from bot.queue import QueueUpdate
 from bot.store.images import ImageStore, extension
-from bot.store.ledger import BudgetStatus, JobDraft, JobKind, JobRecord, Ledger, describe_budget
+from bot.store.ledger import BudgetStatus, JobDraft, JobRecord, Ledger, describe_budget
 from cogs.buttons import NO_JOB, Prices, image_view, result_view
 from cogs.cancel import QueueWatch
 from cogs.errors import friendly, is_users_fault
@@ -402,8 +402,10 @@ class Renderer:
         images = outcome.result.images
         max_bytes = interaction.filesize_limit or DISCORD_MAX_BYTES
         # The job's record comes from the database thread while the images are fitted elsewhere.
-        (uploads, omitted), job = await asyncio.gather(
-            self._fit(outcome.job_id, images, max_bytes), self._ledger.job(outcome.job_id)
+        (uploads, omitted), job, budget = await asyncio.gather(
+            self._fit(outcome.job_id, images, max_bytes),
+            self._ledger.job(outcome.job_id),
+            self._budget(who, outcome.result.model),
         )
         count = len(uploads)
         # One image is the embed's image; several stay attachments, which Discord lays out as a gallery
@@ -411,7 +413,7 @@ class Renderer:
         shown = uploads[0] if count == 1 else None
         reactions = not private
         embed = await self._result_embed(
-            outcome, job, who, headline=headline, image=shown, omitted=omitted, reactions=reactions
+            outcome, job, who, budget=budget, headline=headline, image=shown, omitted=omitted, reactions=reactions
         )
         view = result_view(outcome.job_id, count, self.prices(job, images[0] if images else None))
         message = await self._send(interaction, uploads, embed=embed, view=view, private=private)
@@ -479,6 +481,7 @@ class Renderer:
         job: JobRecord | None,
         who: Requester,
         *,
+        budget: str,
         headline: str | None,
         image: Upload | None,
         omitted: int,
@@ -501,8 +504,7 @@ class Renderer:
         embed.add_field(name="Size", value=result.size or (job.size if job else None) or "auto")
         embed.add_field(name="Quality", value=result.quality or (job.quality if job else None) or "auto")
         embed.add_field(name="Cost", value=format_usd(outcome.cost))
-        kind: JobKind = job.kind if job is not None else "generate"
-        embed.add_field(name="Budget", value=await self._budget(who, kind, result.model))
+        embed.add_field(name="Budget", value=budget)
         notes = list(outcome.notes)
         if omitted:
             notes.append(f"{omitted} more image(s) did not fit: Discord takes {DISCORD_MAX_FILES} files a message.")
@@ -552,10 +554,13 @@ class Renderer:
         """A mention-free way to name the requester in a public title (their id stays out of it)."""
         return "" if who.user_id in ("", "cli") else f"<@{who.user_id}>"
 
-    async def _budget(self, who: Requester, kind: JobKind, model: str) -> str:
-        """The member's tightest budget after this job: what is left and when it resets."""
+    async def _budget(self, who: Requester, model: str) -> str:
+        """The member's tightest budget after this job: what is left and when it resets.
+
+        Budgets apply by who asks and where, never by the kind of job, so any kind asks the same.
+        """
         draft = JobDraft(
-            kind=kind,
+            kind="generate",
             user_id=who.user_id,
             model=model,
             guild_id=who.guild_id,
