@@ -382,16 +382,24 @@ class Studio:
         finally:
             self._active.discard(job_id)
         cost = self._cost(plan, result)
-        await self.ledger.settle(
-            job_id, cost, revised_prompt=result.revised_prompt, request_id=result.request_id, credits=result.credits
+        # Settling (a ledger write) and keeping the images (hashing and writing files, then their rows) wait
+        # on different things, so they go on together; the rows often share the settlement's commit.
+        await asyncio.gather(
+            self.ledger.settle(
+                job_id, cost, revised_prompt=result.revised_prompt, request_id=result.request_id, credits=result.credits
+            ),
+            self._keep(job_id, result),
         )
-        if self.store is not None:
-            try:
-                await self.store.save(job_id, result.images)
-            except Exception:
-                # The images were paid for: deliver them even if the local copy could not be kept (disk, database).
-                log.exception("job %d: could not store its images", job_id)
         return JobOutcome(job_id=job_id, result=result, estimate=plan.estimate, cost=cost)
+
+    async def _keep(self, job_id: int, result: ImageResult) -> None:
+        """Save the images in the store; a failure is logged, never raised: they are paid for and delivered."""
+        if self.store is None:
+            return
+        try:
+            await self.store.save(job_id, result.images)
+        except Exception:
+            log.exception("job %d: could not store its images", job_id)
 
     async def _call(
         self,
