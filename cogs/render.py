@@ -349,40 +349,29 @@ class Renderer:
         """Run `work` with live previews and its place in line (with a Cancel button while it waits), then
         deliver its outcome; any failure becomes one private sentence."""
         async with self.in_flight.track():
-            return await self._run(interaction, who, work, private=private, headline=headline)
-
-    async def _run(
-        self,
-        interaction: discord.Interaction[Any],
-        who: Requester,
-        work: Work,
-        *,
-        private: bool = False,
-        headline: str | None = None,
-    ) -> discord.Message | None:
-        job_id: int | None = None
-        quote_text = functools.partial(self._queue_text, interaction.id)
-        watch = QueueWatch(
-            interaction,
-            self._studio,
-            quote_text,
-            private=private,
-            interval=self._preview_interval,
-            clock=self._preview_clock,
-        )
-        try:
+            job_id: int | None = None
+            quote_text = functools.partial(self._queue_text, interaction.id)
+            watch = QueueWatch(
+                interaction,
+                self._studio,
+                quote_text,
+                private=private,
+                interval=self._preview_interval,
+                clock=self._preview_clock,
+            )
             try:
-                outcome = await work(Hooks(self.preview(interaction), on_queue=watch))
-            finally:
-                watch.close()
-                self._quotes.pop(interaction.id, None)
-            job_id = outcome.job_id
-            return await self.deliver(interaction, outcome, who, private=private, headline=headline)
-        except Exception as error:
-            if isinstance(error, EaselError) and not is_users_fault(error):
-                log.warning("job for user %s failed: %s", who.user_id, error.message)
-            await self.fail(interaction, error, private=private, job_id=job_id)
-            return None
+                try:
+                    outcome = await work(Hooks(self.preview(interaction), on_queue=watch))
+                finally:
+                    watch.close()
+                    self._quotes.pop(interaction.id, None)
+                job_id = outcome.job_id
+                return await self.deliver(interaction, outcome, who, private=private, headline=headline)
+            except Exception as error:
+                if isinstance(error, EaselError) and not is_users_fault(error):
+                    log.warning("job for user %s failed: %s", who.user_id, error.message)
+                await self.fail(interaction, error, private=private, job_id=job_id)
+                return None
 
     def _queue_text(self, interaction_id: int, update: QueueUpdate) -> str:
         return queue_line(update, self._quotes.get(interaction_id))
