@@ -492,7 +492,9 @@ class Actions:
     ) -> JobOutcome:
         """One variation of image `parent` (job, index), with `job`'s model when it can vary."""
         image = await self._store.load(*parent)
-        req = VaryRequest(image=_input(image.data, image.mime), model=self._renderer.vary_model(job.model), n=1)
+        req = VaryRequest(
+            image=_input(image.data, image.mime), model=self._renderer.vary_model(job.model), n=1, quality=job.quality
+        )
         return await self._studio.vary(req, who, parent=parent, on_queue=on_queue)
 
     async def _generate(

@@ -314,7 +314,7 @@ class Reactions(commands.Cog):
                     raise ImageGone(NO_JOB)
                 stored = await core.image_store.load(job_id, index)
                 image = InputImage(stored.data, filename=f"image.{extension(stored.mime)}", mime=stored.mime)
-                req = VaryRequest(image=image, model=self.renderer.vary_model(parent.model))
+                req = VaryRequest(image=image, model=self.renderer.vary_model(parent.model), quality=parent.quality)
                 outcome = await core.studio.vary(req, who, parent=(job_id, index))
             except Exception as error:
                 await self._notice(channel, payload.message_id, user, friendly(error))

@@ -283,7 +283,7 @@ class Renderer:
         vary = outpaint = None
         if image is not None:
             source = _input(image)
-            vary_req = VaryRequest(image=source, model=self.vary_model(job.model), n=1, prompt=None)
+            vary_req = VaryRequest(image=source, model=self.vary_model(job.model), n=1, quality=job.quality)
             vary = self._estimate(lambda: self._studio.plan_vary(vary_req))
             edit_req = EditRequest(prompt=OUTPAINT_PROMPT, images=(source,), model=self.edit_model(job.model))
             outpaint = self._estimate(lambda: self._studio.plan_edit(edit_req, kind="outpaint"))

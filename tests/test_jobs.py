@@ -354,3 +354,22 @@ async def test_jobs_from_before_the_options_column_have_none(tmp_path: Path) -> 
         assert generate_again(record).background is None
         with pytest.raises(sqlite3.IntegrityError):
             await db.execute("UPDATE jobs SET options = '[1]' WHERE id = 1")
+
+
+@respx.mock(base_url=BASE)
+async def test_a_variation_through_edit_is_asked_and_priced_at_its_quality(
+    respx_mock: respx.MockRouter, studio: Studio, db: Database
+) -> None:
+    """A quality the vary model has goes into the edit it sends and into the estimate; one it lacks is dropped."""
+    route = respx_mock.post("/images/edits").mock(return_value=answer())
+    image = InputImage(images.png(64, 64))
+    high = studio.plan_vary(VaryRequest(image=image, quality="high"))
+    low = studio.plan_vary(VaryRequest(image=image, quality="low"))
+    assert (high.quality, low.quality) == ("high", "low")
+    assert high.estimate > low.estimate
+    assert (
+        studio.plan_vary(VaryRequest(image=image, quality="hd")).quality
+        == studio.plan_vary(VaryRequest(image=image)).quality
+    )
+    await studio.vary(VaryRequest(image=image, quality="high"), ALICE)
+    assert b'name="quality"\r\n\r\nhigh' in route.calls.last.request.content

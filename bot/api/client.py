@@ -202,6 +202,9 @@ class ImagesClient:
             model=spec.name,
             n=checked.n,
             size=checked.size,
+            # A variation keeps the quality it was asked at when this model has it (a parent made by another
+            # model may have one this model lacks: then the model's default, rather than a refusal).
+            quality=checked.quality if checked.quality in spec.qualities else None,
             input_fidelity=fidelity if fidelity in spec.input_fidelity else None,
             user=checked.user,
         )

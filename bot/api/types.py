@@ -75,6 +75,8 @@ class VaryRequest:
     size: str | None = None
     strength: Strength = "subtle"
     prompt: str | None = None
+    quality: str | None = None
+    """Asked of models that vary through edit (e.g. the parent's quality); one the model lacks is dropped."""
     user: str | None = None
 
 

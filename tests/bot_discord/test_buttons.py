@@ -60,6 +60,17 @@ async def test_v1_posts_a_variation_recorded_as_the_images_child(env: simcord.En
     assert (job.kind, job.parent_job, job.parent_index, job.status) == ("vary", 1, 0, "succeeded")
 
 
+async def test_a_variation_keeps_the_quality_of_its_image(env: simcord.Env, simcord_bot: EaselBot) -> None:
+    """V1 under a high-quality result varies at high quality (gpt-image-2 varies through edit), as does 🔁."""
+    channel, alice = world(env)
+    result = await alice.slash(channel, "imagine", prompt="a red fox", quality="high")
+    assert result.response is not None
+    await alice.click(result.response, custom_id="easel:v:1:0")
+    job = await simcord_bot.core.ledger.job(2)
+    assert job is not None
+    assert (job.kind, job.quality) == ("vary", "high")
+
+
 async def test_another_member_pays_for_their_own_click(env: simcord.Env, simcord_bot: EaselBot) -> None:
     """Bob clicking V2 under alice's result runs a job in bob's name, so bob's budgets apply."""
     _, _, message = await imagine(env)
