@@ -29,6 +29,7 @@ import discord
 from bot.jobs import Studio
 from bot.queue import QueueUpdate
 from bot.store.ledger import Ledger
+from cogs.allowance import allowance
 from cogs.buttons import _actions, _Guarded
 from cogs.errors import CANCEL_NOT_YOURS, CANCEL_TOO_LATE, CANCELLED_FOR_SOMEONE
 
@@ -44,46 +45,6 @@ _WAITING: weakref.WeakKeyDictionary[Studio, dict[int, int]] = weakref.WeakKeyDic
 def waiting(studio: Studio) -> dict[int, int]:
     """Progress message id → job id, for the public replies of `studio`'s jobs that waited and are not done."""
     return _WAITING.setdefault(studio, {})
-
-
-PLACE_EDITS_PER_SECOND = 10.0
-"""Most place-in-line edits a second across all of one Studio's replies (the start of a job is not counted).
-
-In a burst every waiting job learns its place at once, and each one moves up whenever any job starts:
-shown one by one, that is hundreds of edits (and their reactions) in the same instant, which stalled the
-event loop for over 100 ms (bench/bot.py). An update that finds no room is skipped; the job's next move
-up shows it. "Next in line" is never skipped, as nothing later would correct it before the start.
-"""
-
-
-class _EditAllowance:
-    """A token bucket: `rate` edits a second, at most `rate` at once."""
-
-    def __init__(self, rate: float, clock: Callable[[], float]) -> None:
-        self._rate = rate
-        self._clock = clock
-        self._tokens = rate
-        self._at = clock()
-
-    def take(self) -> bool:
-        now = self._clock()
-        self._tokens = min(self._rate, self._tokens + (now - self._at) * self._rate)
-        self._at = now
-        if self._tokens < 1 - 1e-9:  # clock differences are floats: 0.1 s may come back as 0.0999…
-            return False
-        self._tokens -= 1
-        return True
-
-
-_ALLOWANCES: weakref.WeakKeyDictionary[Studio, _EditAllowance] = weakref.WeakKeyDictionary()
-
-
-def place_edits(studio: Studio, clock: Callable[[], float] = time.monotonic) -> _EditAllowance:
-    """The shared allowance of place-in-line edits for `studio`'s replies."""
-    allowance = _ALLOWANCES.get(studio)
-    if allowance is None:
-        allowance = _ALLOWANCES[studio] = _EditAllowance(PLACE_EDITS_PER_SECOND, clock)
-    return allowance
 
 
 class CancelButton(
@@ -188,7 +149,8 @@ class QueueWatch:
         same = update.note == self._note and update.position > 1
         if self._waiting and same and now - self._last_shown() < self._interval:
             return
-        if update.position > 1 and not place_edits(self._studio).take():
+        # Shared with every other reply (cogs.allowance); "next in line" and the start are never skipped.
+        if update.position > 1 and not allowance(self._studio, "place").take():
             return
         first = not self._waiting
         self._waiting, self._note, self._last = True, update.note, now

@@ -56,6 +56,7 @@ from bot.pricing import format_usd
 from bot.queue import QueueUpdate
 from bot.store.images import ImageStore, extension
 from bot.store.ledger import BudgetStatus, JobDraft, JobRecord, Ledger, describe_budget
+from cogs.allowance import EditAllowance, allowance
 from cogs.buttons import NO_JOB, Prices, image_view, result_view
 from cogs.cancel import QueueWatch
 from cogs.errors import friendly, is_users_fault
@@ -206,10 +207,13 @@ class PreviewUpdater:
         *,
         interval: float = PREVIEW_INTERVAL,
         clock: Callable[[], float] | None = None,
+        shared: EditAllowance | None = None,
     ) -> None:
         self._show = show
         self._interval = interval
         self._clock = clock or time.monotonic
+        self._shared = shared
+        """The allowance every reply's previews draw from (cogs.allowance); None: only `interval` limits."""
         self._last: float | None = None
         self.shown = 0
 
@@ -217,6 +221,8 @@ class PreviewUpdater:
         now = self._clock()
         if self._last is not None and now - self._last < self._interval:
             return
+        if self._shared is not None and not self._shared.take():
+            return  # many replies at once: this one skips a preview, the next (or the result) shows
         self._last = now
         try:
             await self._show(partial)
@@ -335,7 +341,12 @@ class Renderer:
                 attachments=[discord.File(io.BytesIO(partial.data), filename=name)],
             )
 
-        return PreviewUpdater(show, interval=self._preview_interval, clock=self._preview_clock)
+        return PreviewUpdater(
+            show,
+            interval=self._preview_interval,
+            clock=self._preview_clock,
+            shared=allowance(self._studio, "preview"),
+        )
 
     async def run(
         self,

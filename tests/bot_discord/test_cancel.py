@@ -20,7 +20,8 @@ from bot.app import EaselBot
 from bot.config import Settings
 from bot.queue import JobQueue
 from bot.store.ledger import JobDraft
-from cogs.cancel import CANCEL, PLACE_EDITS_PER_SECOND, _EditAllowance, waiting
+from cogs.allowance import PER_SECOND, EditAllowance
+from cogs.cancel import CANCEL, waiting
 from cogs.errors import CANCEL_NOT_YOURS, CANCEL_TOO_LATE
 from cogs.render import Renderer
 from tests.bot_discord.test_imagine import PricedMock, labels, with_provider
@@ -327,7 +328,7 @@ async def test_a_private_waiting_reply_gets_the_button_but_no_reaction(settings:
 def test_place_in_line_edits_share_an_allowance() -> None:
     """Ten place-in-line edits a second across all replies: the eleventh at once waits for the bucket to refill."""
     now = [100.0]
-    allowance = _EditAllowance(PLACE_EDITS_PER_SECOND, lambda: now[0])
+    allowance = EditAllowance(PER_SECOND["place"], lambda: now[0])
     assert all(allowance.take() for _ in range(10))
     assert not allowance.take()
     now[0] += 0.1
