@@ -31,7 +31,8 @@ from bot.config import Settings
 from bot.errors import ConfigError
 from bot.imaging.pool import ImageWorkers, Mode
 from bot.inflight import InFlight
-from bot.services import Core, open_core
+from bot.services import Core, cli_lifetime, open_core
+from bot.store.ledger import utc_now
 from cogs import EXTENSIONS
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,8 @@ class EaselBot(commands.Bot):
         gc.freeze()
 
     async def _clean_images(self) -> None:
-        """Apply the image store's retention limits now and every EASEL_IMAGE_CLEANUP_HOURS; never crashes."""
+        """Apply the image store's retention limits now and every EASEL_IMAGE_CLEANUP_HOURS, and resolve CLI
+        jobs a dead CLI run left behind (start-up recovery spares young ones); never crashes."""
         days, size = self.settings.retention()
         while True:
             try:
@@ -128,6 +130,12 @@ class EaselBot(commands.Bot):
                     log.info("image store: removed %d file(s), %d bytes", report.deleted_files, report.freed_bytes)
             except Exception:
                 log.exception("image store clean-up failed; trying again later")
+            try:
+                stale = await self.core.ledger.recover_cli(utc_now() - cli_lifetime(self.settings))
+                if stale.refunded or stale.unknown:
+                    log.info("resolved %d job(s) a CLI run left unfinished", len(stale.refunded) + len(stale.unknown))
+            except Exception:
+                log.exception("resolving unfinished CLI jobs failed; trying again later")
             await asyncio.sleep(self.settings.image_cleanup_hours * 3600)
 
     def command_signature(self) -> str:

@@ -40,7 +40,7 @@ from bot.log import redact, setup_logging
 from bot.services import DATABASE_FILE, IMAGES_FOLDER, Core, load_catalogue, open_core, settings_problems
 from bot.store.db import Database
 from bot.store.images import ImageStore
-from bot.store.ledger import PERIODS, SCOPES, Budget, Ledger, describe_budget
+from bot.store.ledger import CLI_USER_ID, PERIODS, SCOPES, Budget, Ledger, describe_budget
 from bot.store.reports import Reports, Spend, UserSummary, to_csv
 
 EXIT_OK = 0
@@ -184,7 +184,7 @@ def _save(result: ImageResult, out: Path, now: dt.datetime) -> list[Path]:
     return paths
 
 
-CLI_USER = Requester(user_id="cli")
+CLI_USER = Requester(user_id=CLI_USER_ID)
 """Who the CLI's jobs belong to in the ledger, so an admin's test runs show up in reports at their real cost."""
 
 

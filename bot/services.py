@@ -3,7 +3,8 @@
 `open_core()` is the one place that creates the process's `httpx.AsyncClient`, the image provider and
 the database connection, and closes them in reverse order. The CLI uses it directly; the Discord bot
 opens it in `setup_hook` (with `recover=True`: only the long-running bot resolves jobs a crash left
-behind, so a CLI run beside it never touches the bot's jobs in flight; with `resume_queued=True` as well,
+behind, so a CLI run beside it never touches the bot's jobs in flight, and the bot spares CLI jobs young
+enough to belong to a CLI run still going (`cli_lifetime`); with `resume_queued=True` as well,
 jobs still queued stay reserved for `Studio.resume()` instead of being refunded).
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -30,7 +32,7 @@ from bot.log import register_secrets
 from bot.queue import JobQueue
 from bot.store.db import Database
 from bot.store.images import ImageStore
-from bot.store.ledger import Ledger, Recovery
+from bot.store.ledger import Ledger, Recovery, utc_now
 
 DATABASE_FILE = "easel.db"
 IMAGES_FOLDER = "images"
@@ -51,6 +53,11 @@ class Core:
     image_store: ImageStore
     queue: JobQueue
     recovery: Recovery | None = None
+
+
+def cli_lifetime(settings: Settings) -> dt.timedelta:
+    """The longest a CLI run can hold a job: every try of the request at the full timeout, plus a minute."""
+    return dt.timedelta(seconds=settings.timeout * (settings.max_retries + 1) + 60)
 
 
 def settings_problems(settings: Settings, catalogue: Catalogue) -> list[str]:
@@ -148,7 +155,11 @@ async def open_core(
         db = await Database.open(settings.data_dir / DATABASE_FILE)
         stack.push_async_callback(db.close)
         ledger = Ledger(db)
-        recovery = await ledger.recover(resume_queued=resume_queued) if recover else None
+        recovery = (
+            await ledger.recover(resume_queued=resume_queued, cli_since=utc_now() - cli_lifetime(settings))
+            if recover
+            else None
+        )
         image_store = ImageStore(
             db, settings.data_dir / IMAGES_FOLDER, http=http, max_fetch_bytes=settings.max_download_mb * 1024 * 1024
         )

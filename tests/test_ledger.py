@@ -12,7 +12,7 @@ import pytest
 
 from bot.errors import BudgetExceeded, ConfigError, ProviderTimeout, ProviderUnavailable
 from bot.store.db import Database, Migration, shipped_migrations
-from bot.store.ledger import JobDraft, Ledger, period_bounds
+from bot.store.ledger import CLI_USER_ID, JobDraft, Ledger, Recovery, period_bounds
 from tests.conftest import NOW, Clock
 
 
@@ -382,6 +382,28 @@ async def test_recovery_can_leave_queued_jobs_for_the_queue(ledger: Ledger) -> N
     report = await ledger.recover(resume_queued=True)
     assert report.refunded == ()
     assert await ledger.start(queued)
+
+
+async def test_recovery_spares_a_cli_run_that_may_still_be_going(ledger: Ledger, db: Database, clock: Clock) -> None:
+    """The bot starting beside a CLI run leaves the CLI's young jobs alone; recover_cli resolves them once stale."""
+    old_cli = await ledger.reserve(draft(user=CLI_USER_ID), 1_000)
+    await ledger.start(old_cli)
+    clock.now += dt.timedelta(minutes=30)
+    young_cli = await ledger.reserve(draft(user=CLI_USER_ID), 2_000)
+    await ledger.start(young_cli)
+    queued_cli = await ledger.reserve(draft(user=CLI_USER_ID), 4_000)
+    bot_job = await ledger.reserve(draft(), 8_000)
+    report = await ledger.recover(cli_since=clock.now - dt.timedelta(minutes=10))
+    assert (report.refunded, report.unknown) == ((bot_job,), (old_cli,))
+    # The CLI run finishes its jobs: nothing was refunded under it, so its charge is recorded.
+    assert await ledger.settle(young_cli, 1_500)
+    assert await net(db, "job_id = ?", (young_cli,)) == 1_500
+    # A CLI run that died leaves a queued job; once no CLI run can still own it, it is refunded.
+    assert await ledger.recover_cli(clock.now - dt.timedelta(minutes=10)) == Recovery(refunded=(), unknown=())
+    clock.now += dt.timedelta(minutes=30)
+    stale = await ledger.recover_cli(clock.now - dt.timedelta(minutes=10))
+    assert (stale.refunded, stale.unknown) == ((queued_cli,), ())
+    await counters_match_ledger(db)
 
 
 @pytest.mark.parametrize("on_thread", [True, False], ids=["batch-on-thread", "statement-by-statement"])

@@ -15,6 +15,7 @@ from bot.api.types import Completed, EditRequest, GenerateRequest, InputImage, P
 from bot.config import Settings
 from bot.errors import ConfigError, InvalidOption
 from bot.services import build_provider, open_core
+from bot.store.ledger import CLI_USER_ID, JobDraft
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 
@@ -111,3 +112,16 @@ async def test_thread_provider_refuses_edits_before_any_call() -> None:
         with pytest.raises(InvalidOption, match="cannot vary images"):
             await core.images.vary(VaryRequest(image=png))
     assert calls == []
+
+
+async def test_the_bots_start_up_spares_a_cli_run_beside_it(tmp_path: Path) -> None:
+    """A CLI job reserved moments ago is left to its CLI run; a bot job queued before the start is refunded."""
+    values = {"provider": "mock", "data_dir": tmp_path}
+    async with open_core(settings(**values)) as cli:
+        cli_job = await cli.ledger.reserve(JobDraft(kind="generate", user_id=CLI_USER_ID, model="gpt-image-2"), 0)
+        bot_job = await cli.ledger.reserve(JobDraft(kind="generate", user_id="42", model="gpt-image-2"), 0)
+        async with open_core(settings(**values), recover=True) as bot:
+            assert bot.recovery is not None
+            assert bot.recovery.refunded == (bot_job,)
+            assert await cli.ledger.start(cli_job)
+            assert await cli.ledger.settle(cli_job, 0)

@@ -9,6 +9,11 @@ Crash rule (`recover()`, run at every start): a job still `running` may have rea
 may have billed it, so its estimate is kept as a charge marked "unknown" (cost_state 'unknown'); a job
 still `queued` never reached the provider and is refunded in full, unless the caller resumes its queue.
 Each of these is one guarded UPDATE, so running recovery twice never counts anything twice.
+
+Only the bot runs recovery, and a CLI run (user `CLI_USER_ID`) may be working beside it: CLI jobs created
+after `cli_since` are spared at start-up, and `recover_cli()` resolves the ones left past any CLI run's
+longest possible life later (the bot calls it periodically). Otherwise a CLI job could be refunded under
+its own feet and its charge lost when it settles.
 """
 
 from __future__ import annotations
@@ -148,6 +153,10 @@ class BudgetStatus:
     @property
     def remaining(self) -> int:
         return max(self.budget.limit - self.spent, 0)
+
+
+CLI_USER_ID = "cli"
+"""The user id the command line's own jobs run as."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,11 +338,28 @@ class Ledger:
         else:
             await self.refund(job_id, code=code, message=message, request_id=error.request_id if error else None)
 
-    async def recover(self, *, resume_queued: bool = False) -> Recovery:
-        """Resolve jobs a dead process left behind (see the module docstring); safe to run repeatedly."""
+    async def recover(self, *, resume_queued: bool = False, cli_since: dt.datetime | None = None) -> Recovery:
+        """Resolve jobs a dead process left behind (see the module docstring); safe to run repeatedly.
+
+        CLI jobs created at or after `cli_since` are left alone: a CLI run may still be working on them.
+        """
+        sql = "SELECT id, status FROM jobs WHERE cost_state = 'reserved' AND status IN ('queued', 'running')"
+        params: tuple[object, ...] = ()
+        if cli_since is not None:
+            sql += " AND NOT (user_id = ? AND created_at >= ?)"
+            params = (CLI_USER_ID, iso(cli_since))
+        return await self._resolve(await self.db.fetchall(sql, params), resume_queued=resume_queued)
+
+    async def recover_cli(self, before: dt.datetime) -> Recovery:
+        """Resolve CLI jobs created before `before` and still unfinished: no CLI run lives that long."""
         rows = await self.db.fetchall(
-            "SELECT id, status, started_at FROM jobs WHERE cost_state = 'reserved' AND status IN ('queued', 'running')"
+            "SELECT id, status FROM jobs WHERE cost_state = 'reserved' AND status IN ('queued', 'running') "
+            "AND user_id = ? AND created_at < ?",
+            (CLI_USER_ID, iso(before)),
         )
+        return await self._resolve(rows, resume_queued=False)
+
+    async def _resolve(self, rows: list[sqlite3.Row], *, resume_queued: bool) -> Recovery:
         refunded: list[int] = []
         unknown: list[int] = []
         for row in rows:
