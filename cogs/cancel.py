@@ -1,8 +1,9 @@
 """A waiting job in Discord: its place in line on the progress message, and a way to cancel it.
 
 While a job waits for its turn (`QueueUpdate.position` ≥ 1), `QueueWatch` keeps the reply up to date
-("⏳ Queued: number 3 in line · estimated cost $0.21 · you have $1.79 left today", at most one edit every
-2 s, the first and "number 1" always shown) and gives it a Cancel button (`easel:cancel:<job>`). A public
+("⏳ Queued: number 3 in line · estimated cost $0.21 · you have $1.79 left today": at most one edit every
+2 s per reply and ten a second across all replies (`cogs.allowance`), "number 1" always shown) and gives it
+a Cancel button (`easel:cancel:<job>`). A public
 reply also gets a ❌ reaction, and the message is remembered for the job (per Studio, shared by every cog's
 Renderer) until the job ends, so `cancel_by_reaction` can find it. When the job starts, the button and
 Easel's own ❌ go ("🖌️ Starting…").
