@@ -2,11 +2,11 @@
 
 `setup_hook` opens the core (one HTTP client, one database, the stores; crash recovery runs here: running
 jobs become unknown charges, queued ones stay reserved for `cogs.resume` to run once the bot is ready), starts
-the image workers and the store's clean-up task, loads the cogs from `cogs.EXTENSIONS`, and syncs the
-slash commands only when their definition changed. `close()` first lets the replies in flight
-finish (`bot.in_flight`, up to EASEL_STOP_GRACE seconds, turning new work away meanwhile), then unloads the
-cogs (so their tasks end while the services still work), closes the gateway, then the services in reverse
-order.
+the image workers and the housekeeping task (the image store's retention, unfinished CLI jobs), loads the
+cogs from `cogs.EXTENSIONS`, and syncs the slash commands only when their definition changed. `close()`
+first lets the replies in flight finish (`bot.in_flight`, up to EASEL_STOP_GRACE seconds, turning new work
+away meanwhile), then unloads the cogs (so their tasks end while the services still work), closes the
+gateway, then the services in reverse order.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ class EaselBot(commands.Bot):
                 len(self._core.recovery.unknown),
             )
         self._workers = await self._stack.enter_async_context(ImageWorkers(mode=self._workers_mode))
-        self._background.append(asyncio.create_task(self._clean_images(), name="easel-image-cleanup"))
+        self._background.append(asyncio.create_task(self._housekeeping(), name="easel-housekeeping"))
         for extension in self._extensions:
             await self.load_extension(extension)
         if self._sync:
@@ -119,7 +119,7 @@ class EaselBot(commands.Bot):
         # full collections short (measured: 40-60 ms pauses down to 5-20 ms under load).
         gc.freeze()
 
-    async def _clean_images(self) -> None:
+    async def _housekeeping(self) -> None:
         """Apply the image store's retention limits now and every EASEL_IMAGE_CLEANUP_HOURS, and resolve CLI
         jobs a dead CLI run left behind (start-up recovery spares young ones); never crashes."""
         days, size = self.settings.retention()

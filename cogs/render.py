@@ -120,10 +120,6 @@ Pass both on: `studio.generate(req, who, on_partial=hooks, on_queue=hooks.on_que
 """
 
 
-async def _nothing() -> None:
-    return None
-
-
 def requester(interaction: discord.Interaction[Any]) -> Requester:
     """Who asks, and where: the ids budgets apply to ('' for the guild in DMs), and the member's roles."""
     user = interaction.user
@@ -401,7 +397,7 @@ class Renderer:
         """Replace the reply with the result (images, embed, buttons) and record where the images went."""
         images = outcome.result.images
         max_bytes = interaction.filesize_limit or DISCORD_MAX_BYTES
-        # The job's record comes from the database thread while the images are fitted elsewhere.
+        # The job's record and the budget line come from the database thread while the images are fitted.
         (uploads, omitted), job, budget = await asyncio.gather(
             self._fit(outcome.job_id, images, max_bytes),
             self._ledger.job(outcome.job_id),
@@ -417,11 +413,11 @@ class Renderer:
         )
         view = result_view(outcome.job_id, count, self.prices(job, images[0] if images else None))
         message = await self._send(interaction, uploads, embed=embed, view=view, private=private)
-        # Recording the attachments (a database write) and adding the reactions (Discord) go on together.
-        react = reactions and not message.flags.ephemeral
-        await asyncio.gather(
-            self._attach(outcome.job_id, message, uploads), add_result_reactions(message) if react else _nothing()
-        )
+        if reactions and not message.flags.ephemeral:
+            # Recording the attachments (a database write) and adding the reactions (Discord) go on together.
+            await asyncio.gather(self._attach(outcome.job_id, message, uploads), add_result_reactions(message))
+        else:
+            await self._attach(outcome.job_id, message, uploads)
         return message
 
     async def show_image(
