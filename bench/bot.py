@@ -3,11 +3,22 @@
     python bench/bot.py              # 200-interaction burst, 20 single jobs, 100 jobs at 2 s latency (~1 min)
     python bench/bot.py --quick      # 50-interaction burst, 5 single jobs, the same 100 jobs
     python bench/bot.py --profile    # also: each case's time by piece, GC pauses, slowest loop callbacks
-    python bench/bot.py --gc-freeze  # call gc.freeze() once the bot has started (a proposal, not what ships)
+    python bench/bot.py --discord loopback   # Discord over real HTTP and a websocket, in another process
 
 The bot runs as in production (`workers="process"`, every extension, commands synced, data in a temporary
-folder) and simcord stands in for Discord. Every figure is real wall time (`time.perf_counter`): simcord's
-virtual clock is left alone, and the mock provider's latency runs on a real timer. See bench/README.md.
+folder), with the mock provider, whose drawing runs in two processes of its own (`DrawingProcesses`: a
+real provider draws on its own machines, not under the bot's GIL). Discord is one of two fakes:
+
+- `simcord` (the default): simcord's simulated Discord on the bot's own event loop, as the tests use it.
+  Its work (routing, copying state) counts as the bot's, and a burst reaches the bot one interaction per
+  turn of the loop.
+- `loopback`: the fake the smoke tests use (`tests/fakes/discord_server.py`), in a process of its own. The
+  bot talks to it over real HTTP and a real gateway websocket, so its process does what it does in
+  production and no more; a burst arrives as fast as the socket carries it.
+
+Every figure is real wall time (`time.perf_counter`, CLOCK_MONOTONIC, the same clock in every process):
+simcord's virtual clock is left alone, and the mock provider's latency runs on a real timer. See
+bench/README.md.
 
 Heavy imports (discord.py, simcord, the bot) happen inside functions, not at the top: each image worker
 process re-imports this script, and should carry no more than the bot's own workers do.
@@ -23,6 +34,7 @@ import cProfile
 import functools
 import gc
 import io
+import itertools
 import logging
 import math
 import os
@@ -54,15 +66,24 @@ MiB = 1024 * 1024
 SIZE = "1024x1024"
 DONE_TIMEOUT = 900.0
 """Seconds a case may take before the bench gives up on it."""
+SCRIPT = str(Path(__file__).resolve())
 REAL_MONOTONIC = time.monotonic
 """The real clock, taken before simcord replaces `time.monotonic` with its virtual one."""
+
+
+BENCH_TOKEN = "bench-token"  # noqa: S105 (the fake Discord's, not a secret)
+LABELS = {
+    "loopback": "the loopback fake (tests/fakes/discord_server.py) in its own process, over HTTP and a websocket",
+    "simcord": "simcord, on the bot's own event loop",
+}
 
 
 @dataclass(frozen=True)
 class Options:
     quick: bool = False
     profile: bool = False
-    gc_freeze: bool = False
+    discord: str = "simcord"
+    """"simcord" (in this process) or "loopback" (the fake in its own process, over HTTP and a websocket)."""
 
 
 # --- measuring ----------------------------------------------------------------------------------------------
@@ -299,9 +320,9 @@ class MemorySampler:
         while not self._stop.wait(0.1):
             self.sample()
 
-    def start(self) -> None:
+    def start(self, exclude: Sequence[int] = ()) -> None:
         # The pool's processes are all up once the bot has started (and stay, unless one dies).
-        self._pids = _descendants(os.getpid())
+        self._pids = [pid for pid in _descendants(os.getpid()) if pid not in exclude]
         self._thread = threading.Thread(target=self._run, name="bench-memory", daemon=True)
         self._thread.start()
 
@@ -479,8 +500,9 @@ async def real_sleep(seconds: float) -> None:
 class RenderCache:
     """Memoise the mock's drawing (`bot.api.mock._render`), so a second pass spends only the latency.
 
-    A real provider draws on its own machines; the mock draws in threads of the bot's process (~45 ms of
-    CPU a 1024² image, mostly holding the GIL), which on 2 CPUs would be most of what a 100-job case measures.
+    A real provider draws on its own machines. The mock's drawing runs in `DrawingProcesses`, out of the
+    bot's GIL, but still on this machine's 2 CPUs (~45 ms of CPU a 1024² image), which would be most of
+    what a 100-job case measures.
     """
 
     def __init__(self) -> None:
@@ -507,40 +529,73 @@ class RenderCache:
             mock._render = original
 
 
+class DrawingProcesses:
+    """Make the mock provider draw in processes of its own, as a real provider draws on its own machines.
+
+    The mock draws in threads of the bot's process, holding the GIL ~45 ms a 1024² image: the event loop
+    would wait for the GIL behind each drawing, which no real provider costs the bot. Here each drawing
+    (`bot.api.mock._render`) runs in a small process pool instead; the mock's threads only wait for it.
+    The pool's processes are the provider's machines, so their memory is not counted as the bot's.
+    """
+
+    def __init__(self, workers: int = 2) -> None:
+        self.workers = workers
+        self.pids: list[int] = []
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        import bot.api.mock as mock
+
+        original = mock._render
+        context = multiprocessing.get_context("forkserver")
+        with ProcessPoolExecutor(self.workers, mp_context=context) as pool:
+            started = [pool.submit(_worker_pid) for _ in range(self.workers * 4)]
+            self.pids = sorted({future.result() for future in started})
+
+            def render(job: Any, index: int, partials: int) -> Any:
+                return pool.submit(_draw, job, index, partials).result()
+
+            mock._render = render
+            try:
+                yield
+            finally:
+                mock._render = original
+
+
+def _draw(job: Any, index: int, partials: int) -> Any:
+    """In a drawing process: the mock's own drawing (`_render` is not replaced there)."""
+    import bot.api.mock as mock
+
+    return mock._render(job, index, partials)
+
+
+def _worker_pid() -> int:
+    time.sleep(0.05)  # long enough for every worker of the pool to start and take one
+    return os.getpid()
+
+
 # --- running the bot ------------------------------------------------------------------------------------------
 
 
-def bench_settings(data_dir: Path, **caps: int) -> Settings:
+def bench_settings(data_dir: Path, **fields: Any) -> Settings:
     from pydantic import SecretStr
 
     from bot.config import Settings
 
-    fields: dict[str, Any] = {
-        "discord_token": SecretStr("simcord-token"),
+    values: dict[str, Any] = {
+        "discord_token": SecretStr(BENCH_TOKEN),
         "provider": "mock",
         "data_dir": data_dir,
-        **caps,
+        **fields,
     }
-    return Settings(_env_file=None, **fields)
+    return Settings(_env_file=None, **values)
 
 
-@dataclass
-class World:
-    env: simcord.Env
-    bot: EaselBot
-    probe: Probe
-    seats: list[tuple[simcord.MemberActor, simcord.ChannelHandle]]
-    """Each member, and the channel of their server they ask in."""
-
-
-@contextlib.asynccontextmanager
-async def running_bot(
-    provider: MockProvider, options: Options, *, users: int, guilds: int, **caps: int
-) -> AsyncIterator[World]:
-    """A production-like EaselBot (process pool, every extension) on simcord, `users` members over `guilds`."""
-    import simcord
-
-    from bot.app import EaselBot
+def core_with(provider: MockProvider) -> Callable[[Settings], contextlib.AbstractAsyncContextManager[Any]]:
+    """The bot's core as in production (crash recovery included), with `provider` as the image provider."""
     from bot.services import open_core
 
     @contextlib.asynccontextmanager
@@ -549,51 +604,266 @@ async def running_bot(
             core.images.provider = provider
             yield core
 
+    return open_services
+
+
+class World:
+    """A running bot, the Discord it talks to, and members to ask it: one per seat, each in a server."""
+
+    def __init__(self, bot: EaselBot, probe: Probe) -> None:
+        self.bot = bot
+        self.probe = probe
+
+    async def slash_all(self, command: str, calls: Sequence[tuple[int, dict[str, Any]]]) -> list[int]:
+        """Each (seat, options) runs /`command` once, back to back; returns the interactions' ids."""
+        raise NotImplementedError
+
+    async def collect(self) -> None:
+        """Fill in what only Discord's side knows (dispatch and defer times) once the interactions are done."""
+
+    async def settle(self) -> None:
+        """Wait until the bot has nothing left to do for the interactions so far."""
+        raise NotImplementedError
+
+    def uploaded(self) -> int:
+        """Bytes the bot uploaded to (fake) Discord."""
+        raise NotImplementedError
+
+    def others(self) -> list[int]:
+        """Processes below this one that are not the bot's (their memory is not counted)."""
+        return []
+
+
+class SimcordWorld(World):
+    """simcord's simulated Discord on the bot's own event loop."""
+
+    def __init__(
+        self, env: simcord.Env, bot: EaselBot, probe: Probe, seats: list[tuple[simcord.MemberActor, Any]]
+    ) -> None:
+        super().__init__(bot, probe)
+        self.env = env
+        self.seats = seats
+
+    async def slash_all(self, command: str, calls: Sequence[tuple[int, dict[str, Any]]]) -> list[int]:
+        before = set(self.probe.dispatched)
+        with dispatch_only(self.env):
+            for seat, options in calls:
+                member, channel = self.seats[seat % len(self.seats)]
+                await member.slash(channel, command, **options)
+        return [i for i in self.probe.dispatched if i not in before]
+
+    async def settle(self) -> None:
+        await self.env.settle(timeout=60.0)
+
+    def uploaded(self) -> int:
+        blobs = self.env.backend.cdn._blobs
+        return blobs.uploaded if isinstance(blobs, ForgetfulBlobs) else sum(len(blob) for blob in blobs.values())
+
+
+class LoopbackWorld(World):
+    """The loopback fake Discord in a process of its own; the bot reaches it over HTTP and a websocket."""
+
+    def __init__(
+        self, bot: EaselBot, probe: Probe, control: Any, fake_pid: int, seats: list[tuple[int, int, int]]
+    ) -> None:
+        super().__init__(bot, probe)
+        self.control = control
+        self.fake_pid = fake_pid
+        self.seats = seats
+        """(user id, server id, channel id) of each member."""
+        self._uploaded = 0
+
+    async def slash_all(self, command: str, calls: Sequence[tuple[int, dict[str, Any]]]) -> list[int]:
+        body = {
+            "command": command,
+            "calls": [
+                dict(zip(("user_id", "guild_id", "channel_id"), self.seats[seat % len(self.seats)], strict=True))
+                | {"options": options}
+                for seat, options in calls
+            ],
+        }
+        answer = await self.control.post("/_bench/slash", json=body)
+        answer.raise_for_status()
+        return [int(i) for i in answer.json()["ids"]]
+
+    async def collect(self) -> None:
+        answer = await self.control.get("/_bench/stats")
+        answer.raise_for_status()
+        stats = answer.json()
+        for key, stamps in (("dispatched", self.probe.dispatched), ("deferred", self.probe.deferred)):
+            for interaction, at in stats[key].items():
+                stamps.setdefault(int(interaction), at)
+        self._uploaded = stats["uploaded"]
+        if stats["unhandled"]:
+            raise RuntimeError(f"the fake had no route for what the bot asked: {stats['unhandled'][:5]}")
+
+    async def settle(self) -> None:
+        await self.bot.in_flight.idle()
+        await asyncio.sleep(0.05)  # the last reactions' answers
+
+    def uploaded(self) -> int:
+        return self._uploaded
+
+    def others(self) -> list[int]:
+        return _descendants(self.fake_pid)
+
+
+@contextlib.asynccontextmanager
+async def running_bot(
+    provider: MockProvider, options: Options, *, users: int, guilds: int, **caps: int
+) -> AsyncIterator[World]:
+    """A production-like EaselBot (process pool, every extension) with `users` members over `guilds` servers."""
+    opened = simcord_bot if options.discord == "simcord" else loopback_bot
     with tempfile.TemporaryDirectory(prefix="easel-bench-") as folder:
-        bot = EaselBot(bench_settings(Path(folder) / "data", **caps), workers="process", open_services=open_services)
-        probe = Probe()
-        try:
-            async with simcord.run(bot, settle_timeout=60.0) as env:
-                # Start the database writer from here, not from a handler (see tests/bot_discord/test_imagine.py).
-                await bot.core.db.write("SELECT 1")
-                # What simcord keeps for tests (logs, every uploaded file) is not the bot's memory: drop it.
-                env.backend.http_requests = StampedLog(probe)
-                env.backend.transcript = NullLog()
-                env.backend.cdn._blobs = ForgetfulBlobs()
-                env._register_dispatch_observer(
-                    lambda record: probe.dispatched.setdefault(record.id, time.perf_counter())
-                )
-                seats = []
-                for g in range(guilds):
-                    guild = env.create_guild(f"Guild {g}")
-                    channel = guild.create_text_channel("art")
-                    for u in range(g, users, guilds):
-                        seats.append((guild.add_member(env.create_user(f"user{u}")), channel))
-                if options.gc_freeze:
-                    gc.freeze()
-                try:
-                    with instrumented(probe):
-                        yield World(env, bot, probe, seats)
-                    await env.settle(timeout=60.0)
-                finally:
-                    if options.gc_freeze:
-                        gc.unfreeze()
-        finally:
+        async with opened(provider, Path(folder) / "data", users=users, guilds=guilds, **caps) as world:
+            with instrumented(world.probe):
+                yield world
+            await world.settle()
+
+
+@contextlib.asynccontextmanager
+async def simcord_bot(
+    provider: MockProvider, data: Path, *, users: int, guilds: int, **caps: int
+) -> AsyncIterator[World]:
+    import simcord
+
+    from bot.app import EaselBot
+
+    bot = EaselBot(bench_settings(data, **caps), workers="process", open_services=core_with(provider))
+    probe = Probe()
+    try:
+        async with simcord.run(bot, settle_timeout=60.0) as env:
+            # Start the database writer from here, not from a handler (see tests/bot_discord/test_imagine.py).
+            await bot.core.db.write("SELECT 1")
+            # What simcord keeps for tests (logs, every uploaded file) is not the bot's memory: drop it.
+            env.backend.http_requests = StampedLog(probe)
+            env.backend.transcript = NullLog()
+            env.backend.cdn._blobs = ForgetfulBlobs()
+            env._register_dispatch_observer(lambda record: probe.dispatched.setdefault(record.id, time.perf_counter()))
+            seats = []
+            for g in range(guilds):
+                guild = env.create_guild(f"Guild {g}")
+                channel = guild.create_text_channel("art")
+                for u in range(g, users, guilds):
+                    seats.append((guild.add_member(env.create_user(f"user{u}")), channel))
+            yield SimcordWorld(env, bot, probe, seats)
+    finally:
+        await bot.close()
+
+
+@contextlib.asynccontextmanager
+async def loopback_bot(
+    provider: MockProvider, data: Path, *, users: int, guilds: int, **caps: int
+) -> AsyncIterator[World]:
+    import discord
+    import httpx
+
+    from bot.app import EaselBot, point_at
+
+    fake = await asyncio.create_subprocess_exec(
+        sys.executable,
+        SCRIPT,
+        "--serve-fake",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    if fake.stdin is None or fake.stdout is None:
+        raise RuntimeError("the fake Discord's process has no pipes")
+    bases = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
+    bot: EaselBot | None = None
+    try:
+        port = int((await asyncio.wait_for(fake.stdout.readline(), 30.0)).decode())
+        point_at(f"http://127.0.0.1:{port}/api/v10", f"ws://127.0.0.1:{port}/gateway")
+        bot = EaselBot(bench_settings(data, **caps), workers="process", open_services=core_with(provider))
+        await bot.login(BENCH_TOKEN)
+        running = asyncio.create_task(bot.connect(reconnect=False))
+        await asyncio.wait_for(bot.wait_until_ready(), 60.0)
+        ids = itertools.count(1_000_000)
+        seats = []
+        for g in range(guilds):
+            guild, channel = next(ids), next(ids)
+            seats += [(next(ids), guild, channel) for _ in range(g, users, guilds)]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60.0) as control:
+            yield LoopbackWorld(bot, Probe(), control, fake.pid, seats)
+        await bot.close()
+        await running
+    finally:
+        if bot is not None and not bot.is_closed():
             await bot.close()
+        discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = bases
+        fake.stdin.close()
+        try:
+            await asyncio.wait_for(fake.wait(), 10.0)
+        except TimeoutError:
+            fake.kill()
+            await fake.wait()
 
 
 async def burst(world: World, count: int, prompt: Callable[[int], str], **options: Any) -> list[int]:
     """`count` /imagine, one per member in turn, back to back; returns once every result is posted."""
     probe = world.probe
-    before = set(probe.dispatched)
     probe.expected = len(probe.finished) + count
     probe.done.clear()
-    with dispatch_only(world.env):
-        for i in range(count):
-            member, channel = world.seats[i % len(world.seats)]
-            await member.slash(channel, "imagine", prompt=prompt(i), **options)
+    ids = await world.slash_all("imagine", [(i, {"prompt": prompt(i), **options}) for i in range(count)])
     await asyncio.wait_for(probe.done.wait(), DONE_TIMEOUT)
-    return [i for i in probe.dispatched if i not in before]
+    await world.collect()
+    return ids
+
+
+# --- the loopback fake's process ------------------------------------------------------------------------------
+
+
+def serve_fake() -> None:
+    """`--serve-fake`: run the loopback fake Discord, print its port, and stop when stdin closes.
+
+    Two control routes besides Discord's: POST /_bench/slash dispatches a list of slash commands back to
+    back; GET /_bench/stats returns when each was dispatched and deferred, and the bytes uploaded.
+    """
+    from aiohttp import web
+
+    from tests.fakes.discord_server import FakeDiscord
+
+    async def main() -> None:
+        routes = web.RouteTableDef()
+        fake: FakeDiscord
+
+        @routes.post("/_bench/slash")
+        async def slash(request: web.Request) -> web.Response:
+            body = await request.json()
+            ids = []
+            for call in body["calls"]:
+                interaction, _ = await fake.slash_command(
+                    body["command"],
+                    call["options"],
+                    user_id=call["user_id"],
+                    guild_id=call["guild_id"],
+                    channel_id=call["channel_id"],
+                )
+                ids.append(interaction)
+            return web.json_response({"ids": ids})
+
+        @routes.get("/_bench/stats")
+        async def stats(_request: web.Request) -> web.Response:
+            deferred: dict[str, float] = {}
+            for call in fake.calls("POST", r"/interactions/\d+/[^/]+/callback"):
+                if isinstance(call.json, dict) and call.json.get("type") == 5:
+                    deferred.setdefault(call.path.split("/")[2], call.at)
+            return web.json_response(
+                {
+                    "dispatched": fake.dispatched,
+                    "deferred": deferred,
+                    "uploaded": fake.uploaded_bytes,
+                    "unhandled": [f"{c.method} {c.path}" for c in fake.unhandled],
+                }
+            )
+
+        async with FakeDiscord(
+            token=BENCH_TOKEN, keep_uploads=False, heartbeat_interval_ms=41_250, routes=routes
+        ) as fake:
+            print(fake.port, flush=True)
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+    asyncio.run(main())
 
 
 # --- cases ------------------------------------------------------------------------------------------------------
@@ -626,12 +896,6 @@ def mib(size: int) -> str:
     return f"{size / MiB:.0f} MiB"
 
 
-def uploaded_bytes(env: simcord.Env) -> int:
-    """Bytes the bot uploaded to (fake) Discord."""
-    blobs = env.backend.cdn._blobs
-    return blobs.uploaded if isinstance(blobs, ForgetfulBlobs) else sum(len(blob) for blob in blobs.values())
-
-
 def breakdown(title: str, probe: Probe, ids: Sequence[int]) -> str:
     """Where the jobs' time went: every piece's total over the jobs, its longest call, its calls per job."""
     done = probe.done_ok(ids)
@@ -660,7 +924,7 @@ def breakdown(title: str, probe: Probe, ids: Sequence[int]) -> str:
     return "\n".join(lines)
 
 
-async def burst_case(count: int, options: Options) -> Result:
+async def burst_case(count: int, drawing: DrawingProcesses, options: Options) -> Result:
     """`count` /imagine (n=4, 1024²) from distinct members in one burst, production caps, the mock drawing."""
     from bot.api.mock import MockProvider
 
@@ -668,7 +932,7 @@ async def burst_case(count: int, options: Options) -> Result:
     lag, memory, watch = LagMeter(), MemorySampler(), LoopWatch()
     guilds = 10
     async with running_bot(MockProvider(), options, users=count, guilds=guilds) as world:
-        memory.start()
+        memory.start(exclude=world.others() + drawing.pids)
         with watch.watching() if options.profile else contextlib.nullcontext():
             lag.start()
             start = time.perf_counter()
@@ -677,7 +941,7 @@ async def burst_case(count: int, options: Options) -> Result:
             await lag.stop()
         memory.stop()
         probe = world.probe
-        uploaded = uploaded_bytes(world.env)
+        uploaded = world.uploaded()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     defers = probe.defer(ids)
     overheads = probe.overheads(ids)
@@ -708,7 +972,7 @@ async def burst_case(count: int, options: Options) -> Result:
                 "≤ 250 MiB",
                 memory.peak_tree_pss <= 250 * MiB,
             ),
-            Row("… uploaded to Discord (simcord counts it, keeps none of it)", mib(uploaded)),
+            Row("… uploaded to Discord (the fake counts it, keeps none of it)", mib(uploaded)),
         ]
     )
     if options.profile:
@@ -726,13 +990,13 @@ async def single_case(count: int, options: Options) -> Result:
     async with running_bot(MockProvider(), options, users=1, guilds=1) as world:
         probe = world.probe
         await burst(world, 1, lambda _: "warm-up: a red fox", n=4, size=SIZE)
-        await world.env.settle(timeout=60.0)
+        await world.settle()
         for times in probe.pieces.values():
             times.clear()
         ids: list[int] = []
         for i in range(count):
             ids += await burst(world, 1, functools.partial(single_prompt, i), n=4, size=SIZE)
-            await world.env.settle(timeout=60.0)
+            await world.settle()
         overheads = probe.overheads(ids)
         failed = len([i for i in ids if i in probe.failed])
         median = statistics.median(overheads)
@@ -832,9 +1096,10 @@ async def throughput_case(count: int, latency: float, options: Options) -> Resul
 
 async def run(options: Options) -> Result:
     everything = Result()
-    with multiprocessing_on_the_real_clock():
+    drawing = DrawingProcesses()
+    with multiprocessing_on_the_real_clock(), drawing.installed():
         for part in (
-            await burst_case(50 if options.quick else 200, options),
+            await burst_case(50 if options.quick else 200, drawing, options),
             await single_case(5 if options.quick else 20, options),
             await throughput_case(100, 2.0, options),
         ):
@@ -854,9 +1119,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a 50-interaction burst and 5 single jobs")
     parser.add_argument("--profile", action="store_true", help="also: time by piece, GC pauses, slow callbacks")
-    parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() once the bot has started")
+    parser.add_argument(
+        "--discord",
+        choices=("simcord", "loopback"),
+        default="simcord",
+        help="Discord: simcord in the bot's process (default), or the loopback fake in its own process",
+    )
+    parser.add_argument("--serve-fake", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    options = Options(quick=args.quick, profile=args.profile, gc_freeze=args.gc_freeze)
+    if args.serve_fake:
+        serve_fake()
+        return
+    options = Options(quick=args.quick, profile=args.profile, discord=args.discord)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("discord").setLevel(logging.ERROR)  # no voice support, no guilds intent: as intended
 
@@ -871,7 +1145,7 @@ def main() -> None:
     print(
         f"Python {platform.python_version()}, discord.py {discord.__version__}, simcord {simcord.__version__}, "
         f"Pillow {PIL.__version__}, {os.cpu_count()} CPUs, {platform.machine()}"
-        + (" · gc.freeze() after start-up" if options.gc_freeze else "")
+        + f" · Discord: {LABELS[options.discord]}"
     )
     if before is not None and after is not None:
         # Other processes inflate every time below; a quiet machine shows a few percent here.

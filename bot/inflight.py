@@ -43,6 +43,10 @@ class InFlight:
             if self._running == 0:
                 self._idle.set()
 
+    async def idle(self) -> None:
+        """Return once nothing is in flight (at once if nothing is)."""
+        await self._idle.wait()
+
     async def drain(self, grace: float) -> bool:
         """Turn new work away, then wait up to `grace` seconds for the work in flight; True if it all ended."""
         self.closing = True
@@ -50,7 +54,7 @@ class InFlight:
             return True
         log.info("stopping: waiting up to %.0f s for %d repl(ies) in flight", grace, self._running)
         try:
-            await asyncio.wait_for(self._idle.wait(), grace)
+            await asyncio.wait_for(self.idle(), grace)
         except TimeoutError:
             log.warning("stopping: %d repl(ies) still in flight after %.0f s; closing anyway", self._running, grace)
             return False

@@ -10,13 +10,20 @@ for while starting and while answering an interaction, with payloads shaped like
     PUT   /api/v10/applications/{app}/commands                -> the commands, with ids (names recorded)
     PUT   /api/v10/applications/{app}/guilds/{g}/commands     -> the same, for a test server
     PUT   /api/v10/channels/{c}/messages/{m}/reactions/{e}/@me -> 204 (the bot reacting to its message)
+    DELETE the same                                            -> 204 (the bot taking its reaction back)
     POST  /api/v10/interactions/{id}/{token}/callback         -> the callback response (with_response)
     GET   /api/v10/webhooks/{app}/{token}/messages/@original  -> the reply so far
     PATCH /api/v10/webhooks/{app}/{token}/messages/@original  -> the edited reply (JSON or multipart)
     POST  /api/v10/webhooks/{app}/{token}                     -> a followup message
     WS    /gateway                                            -> HELLO, IDENTIFY, READY, heartbeats
 
-`upload_delay_s` slows the answer to edits that carry files, to stop the bot in the middle of one.
+Interactions come from `slash_command`, in a DM or in a server's text channel (a server the gateway never
+announced, so discord.py keeps none of it in its cache, like a server whose GUILD_CREATE has not arrived).
+`dispatched` notes when each INTERACTION_CREATE was sent, on the same clock as `Call.at`.
+
+`upload_delay_s` slows the answer to edits that carry files, to stop the bot in the middle of one. With
+`keep_uploads=False` the fake counts uploaded bytes (`uploaded_bytes`) but keeps none of them (benchmarks).
+`routes` adds aiohttp routes of the caller's own (a benchmark's control endpoints).
 Every call is recorded in `requests`; one the fake has no route for is answered 404 (Discord's "Unknown")
 and recorded in `unhandled` too, so a test can refuse it. The REST routes want `Authorization: Bot <token>`,
 except the interaction and webhook ones, authorized by the token in their path as on Discord. The gateway
@@ -30,7 +37,8 @@ import datetime as dt
 import itertools
 import json
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -84,7 +92,7 @@ class Call:
     """The JSON body, or a multipart request's payload_json; None without one."""
     files: tuple[Upload, ...] = ()
     at: float = 0.0
-    """The fake's loop time when it arrived."""
+    """When it arrived: the fake's `time.monotonic()` (its loop's time)."""
 
 
 @dataclass
@@ -112,8 +120,14 @@ class FakeDiscord:
         heartbeat_interval_ms: int = 1000,
         bot_name: str = "Easel",
         upload_delay_s: float = 0.0,
+        keep_uploads: bool = True,
+        routes: Sequence[web.AbstractRouteDef] = (),
     ) -> None:
         self.token = token
+        self.keep_uploads = keep_uploads
+        self.uploaded_bytes = 0
+        """The bytes of every file the bot sent (kept in `requests` only with `keep_uploads`)."""
+        self._extra_routes = tuple(routes)
         self.refuse_token = refuse_token
         self.upload_delay_s = upload_delay_s
         """How long an edit carrying files waits before its answer (a slow upload)."""
@@ -141,6 +155,8 @@ class FakeDiscord:
         """Each interaction token's original reply."""
         self._channels: dict[str, str] = {}
         """Each interaction token's channel id."""
+        self.dispatched: dict[str, float] = {}
+        """Each interaction id → when its INTERACTION_CREATE was sent (`time.monotonic()`)."""
         self._ws: web.WebSocketResponse | None = None
         self._sequence = 0
         self._changed = asyncio.Event()
@@ -153,6 +169,7 @@ class FakeDiscord:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_get("/gateway", self._gateway)
         app.router.add_route("*", API + "/{tail:.*}", self._rest)
+        app.add_routes(self._extra_routes)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -249,6 +266,9 @@ class FakeDiscord:
     async def _rest(self, request: web.Request) -> web.StreamResponse:
         path = "/" + request.match_info["tail"]
         body, files = await self._read_body(request)
+        self.uploaded_bytes += sum(len(upload.data) for upload in files)
+        if not self.keep_uploads:
+            files = tuple(Upload(u.field, u.filename, u.content_type, b"") for u in files)
         call = Call(request.method, path, dict(request.query), body, files, asyncio.get_running_loop().time())
         self.requests.append(call)
         self._notify()
@@ -283,7 +303,9 @@ class FakeDiscord:
         commands = rf"/applications/{self.application_id}(/guilds/\d+)?/commands"
         if call.method == "PUT" and re.fullmatch(commands, call.path):
             return lambda: _json(self._store_commands(call.json))
-        if call.method == "PUT" and re.fullmatch(r"/channels/\d+/messages/\d+/reactions/[^/]+/@me", call.path):
+        if call.method in ("PUT", "DELETE") and re.fullmatch(
+            r"/channels/\d+/messages/\d+/reactions/[^/]+/@me", call.path
+        ):
             return lambda: web.Response(status=204)
         return None
 
@@ -428,40 +450,95 @@ class FakeDiscord:
 
     async def slash_command_in_dm(self, name: str, options: dict[str, Any], *, user_id: int | None = None) -> str:
         """Dispatch /`name` with string/int/bool `options`, typed by a member in a DM; returns its token."""
+        _, token = await self.slash_command(name, options, user_id=user_id)
+        return token
+
+    async def slash_command(
+        self,
+        name: str,
+        options: dict[str, Any],
+        *,
+        user_id: int | None = None,
+        guild_id: int | None = None,
+        channel_id: int | None = None,
+    ) -> tuple[str, str]:
+        """Dispatch /`name` with string/int/bool `options`; returns the interaction's id and token.
+
+        Typed in a DM, or with `guild_id` in that server's text channel `channel_id` by a member with every
+        permission. Without `user_id` (or `channel_id`) each call makes up a new one.
+        """
         member = self.user(user_id or self.new_id(), "member")
-        channel_id = str(self.new_id())
+        channel = str(channel_id or self.new_id())
+        interaction_id = str(self.new_id())
         token = f"interaction-token-{self.new_id()}"
-        self._channels[token] = channel_id
+        self._channels[token] = channel
         command = self.commands.get(name)
         kinds = {str: 3, int: 4, bool: 5}
-        await self.dispatch(
-            "INTERACTION_CREATE",
-            {
-                "id": str(self.new_id()),
-                "application_id": str(self.application_id),
-                "type": 2,
-                "token": token,
-                "version": 1,
-                "channel_id": channel_id,
-                "channel": {"id": channel_id, "type": 1, "recipients": [member], "last_message_id": None, "flags": 0},
+        where: dict[str, Any]
+        if guild_id is None:
+            where = {
+                "channel": {"id": channel, "type": 1, "recipients": [member], "last_message_id": None, "flags": 0},
                 "user": member,
-                "locale": "en-US",
-                "app_permissions": str((1 << 51) - 1),
-                "entitlements": [],
                 "authorizing_integration_owners": {"0": member["id"]},
                 "context": 1,
-                "attachment_size_limit": 10 * 1024 * 1024,
-                "data": {
-                    "id": command["id"] if command else str(self.new_id()),
-                    "name": name,
-                    "type": 1,
-                    "options": [
-                        {"name": key, "type": kinds[type(value)], "value": value} for key, value in options.items()
-                    ],
+            }
+        else:
+            where = {
+                "guild_id": str(guild_id),
+                "guild": {"id": str(guild_id), "locale": "en-US", "features": []},
+                "channel": {
+                    "id": channel,
+                    "type": 0,
+                    "guild_id": str(guild_id),
+                    "name": "art",
+                    "position": 0,
+                    "permission_overwrites": [],
+                    "nsfw": False,
+                    "parent_id": None,
+                    "topic": None,
+                    "last_message_id": None,
+                    "rate_limit_per_user": 0,
+                    "flags": 0,
                 },
+                "member": {
+                    "user": member,
+                    "roles": [],
+                    "joined_at": _stamp(),
+                    "deaf": False,
+                    "mute": False,
+                    "flags": 0,
+                    "pending": False,
+                    "nick": None,
+                    "avatar": None,
+                    "permissions": str((1 << 51) - 1),
+                },
+                "authorizing_integration_owners": {"0": str(guild_id)},
+                "context": 0,
+            }
+        payload = {
+            "id": interaction_id,
+            "application_id": str(self.application_id),
+            "type": 2,
+            "token": token,
+            "version": 1,
+            "channel_id": channel,
+            **where,
+            "locale": "en-US",
+            "app_permissions": str((1 << 51) - 1),
+            "entitlements": [],
+            "attachment_size_limit": 10 * 1024 * 1024,
+            "data": {
+                "id": command["id"] if command else str(self.new_id()),
+                "name": name,
+                "type": 1,
+                "options": [
+                    {"name": key, "type": kinds[type(value)], "value": value} for key, value in options.items()
+                ],
             },
-        )
-        return token
+        }
+        self.dispatched[interaction_id] = time.monotonic()
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return interaction_id, token
 
     def original(self, token: str) -> dict[str, Any]:
         """The original reply of the interaction `token`, as last edited."""
