@@ -22,7 +22,7 @@ import logging
 import re
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Self
 
 import discord
@@ -129,8 +129,11 @@ class QueueWatch:
         private: bool,
         interval: float = CANCEL_INTERVAL,
         clock: Callable[[], float] | None = None,
+        before_edit: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._interaction = interaction
+        self._before_edit = before_edit
+        """Awaited before each edit: the reply's earlier edit (the estimate) must land first."""
         self._studio = studio
         self._text = text
         self._private = private
@@ -174,6 +177,8 @@ class QueueWatch:
                 await self._message.remove_reaction(CANCEL, me)
 
     async def _edit(self, **changes: Any) -> None:
+        if self._before_edit is not None:
+            await self._before_edit()
         try:
             # The edited reply comes back with the edit: no separate fetch is needed to react on it.
             self._message = await self._interaction.edit_original_response(**changes)

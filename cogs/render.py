@@ -204,8 +204,11 @@ class PreviewUpdater:
         interval: float = PREVIEW_INTERVAL,
         clock: Callable[[], float] | None = None,
         shared: EditAllowance | None = None,
+        ready: Callable[[], bool] | None = None,
     ) -> None:
         self._show = show
+        self._ready = ready
+        """False while the reply's previous edit (the estimate) is still on its way: skip, don't wait."""
         self._interval = interval
         self._clock = clock or time.monotonic
         self._shared = shared
@@ -217,6 +220,8 @@ class PreviewUpdater:
         now = self._clock()
         if self._last is not None and now - self._last < self._interval:
             return
+        if self._ready is not None and not self._ready():
+            return  # the stream never waits on Discord for a courtesy edit
         if self._shared is not None and not self._shared.take():
             return  # many replies at once: this one skips a preview, the next (or the result) shows
         self._last = now
@@ -256,6 +261,8 @@ class Renderer:
         self._preview_clock = preview_clock
         self._preview_interval = preview_interval
         self._quotes: dict[int, Quote] = {}
+        self._estimates: dict[int, asyncio.Task[None]] = {}
+        """Each reply's estimate edit, while the job goes on without waiting for Discord to answer it."""
         """The estimate shown for each interaction whose job is running, for its place-in-line updates."""
 
     # -- small helpers the cogs share ------------------------------------------------------------------
@@ -316,16 +323,36 @@ class Renderer:
     async def announce(
         self, interaction: discord.Interaction[Any], make_plan: Callable[[], Plan], who: Requester
     ) -> None:
-        """Show the estimate and the budget left before a job runs.
+        """Show the estimate and the budget left as a job starts.
 
-        A request the plan refuses is left to the job itself, which records the refusal and raises it.
+        The job does not wait for Discord to take the edit (a round trip). The reply's later edits do: the
+        place in line and the result wait for it (`_after_estimate`), and a preview is skipped until it is
+        done, so the estimate never overwrites what follows it and the stream never waits. A request the
+        plan refuses is left to the job itself, which records the refusal and raises it.
         """
         try:
             quote = await self._studio.quote(make_plan(), who)
         except EaselError:
             return
         self._quotes[interaction.id] = quote
-        await self.progress(interaction, estimate_line(quote))
+        self._estimates[interaction.id] = asyncio.create_task(
+            self.progress(interaction, estimate_line(quote)), name=f"easel-estimate-{interaction.id}"
+        )
+
+    def _estimate_shown(self, interaction_id: int) -> bool:
+        """Whether the reply's estimate edit is done (or there is none)."""
+        task = self._estimates.get(interaction_id)
+        return task is None or task.done()
+
+    async def _after_estimate(self, interaction_id: int) -> None:
+        """Wait until the reply's estimate edit (if one is on its way) is done."""
+        task = self._estimates.get(interaction_id)
+        if task is None:
+            return
+        # Shielded: a preview or place edit given up on must not cancel the estimate under the others. A
+        # failed estimate edit never stops what comes after it (`progress` logs Discord's refusals).
+        with contextlib.suppress(Exception):
+            await asyncio.shield(task)
 
     def preview(self, interaction: discord.Interaction[Any]) -> PreviewUpdater:
         """A throttled handler that puts the latest streamed preview into the reply."""
@@ -342,6 +369,7 @@ class Renderer:
             interval=self._preview_interval,
             clock=self._preview_clock,
             shared=allowance(self._studio, "preview"),
+            ready=functools.partial(self._estimate_shown, interaction.id),
         )
 
     async def run(
@@ -365,6 +393,7 @@ class Renderer:
                 private=private,
                 interval=self._preview_interval,
                 clock=self._preview_clock,
+                before_edit=functools.partial(self._after_estimate, interaction.id),
             )
             try:
                 try:
@@ -372,6 +401,9 @@ class Renderer:
                 finally:
                     watch.close()
                     self._quotes.pop(interaction.id, None)
+                    # The result (or the failure) replaces the estimate, so it goes after it.
+                    await self._after_estimate(interaction.id)
+                    self._estimates.pop(interaction.id, None)
                 job_id = outcome.job_id
                 return await self.deliver(interaction, outcome, who, private=private, headline=headline)
             except Exception as error:

@@ -310,6 +310,38 @@ async def test_a_stop_during_a_reply_lets_the_reply_finish(start_bot: StartBot) 
         assert_clean(bot, discord)
 
 
+async def test_a_job_does_not_wait_for_discord_to_take_its_estimate(start_bot: StartBot) -> None:
+    """Discord holds the estimate edit unanswered: the job is drawn and settled meanwhile, and the result
+    edit still comes after the estimate, so the estimate never overwrites it."""
+    async with FakeDiscord(token=TOKEN, hold_text_edits=True) as discord:
+        bot = await start_bot(discord)
+        await ready(bot, discord)
+        token = await discord.slash_command_in_dm("imagine", {"prompt": "a lighthouse at dusk"})
+        edits = rf"/webhooks/{discord.application_id}/{token}/messages/@original"
+        held = await bot.expect(discord.wait_for(lambda: discord.calls("PATCH", edits), STEP_TIMEOUT_S), "the estimate")
+        assert held[0].json["content"].startswith("🎨 Working on it… estimated cost"), held[0].json
+
+        await bot.expect(job_finished(bot.database), "the job, while Discord holds the estimate")
+        assert result_edit(discord, token) is None, "the result was sent before the estimate was answered"
+
+        discord.release_edits()
+        result = await finished(bot, discord, token)
+        assert discord.calls("PATCH", edits) == [held[0], result], "edits out of order"
+        assert_clean(bot, discord)
+
+
+async def job_finished(database: Path) -> None:
+    """Return once the (only) job in the bot's database has succeeded and been settled."""
+
+    def read() -> list[tuple[str, str]]:
+        with contextlib.closing(sqlite3.connect(database)) as db:
+            return db.execute("SELECT status, cost_state FROM jobs").fetchall()
+
+    # Another process's database: nothing to wait on but the file itself.
+    while await asyncio.to_thread(read) != [("succeeded", "settled")]:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+
+
 def check_closed_database(path: Path) -> None:
     """The database was closed, not abandoned: no write-ahead log left behind, intact, the job settled."""
     assert not Path(f"{path}-wal").exists()

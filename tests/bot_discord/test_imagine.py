@@ -336,6 +336,24 @@ async def test_previews_are_throttled_to_one_every_two_seconds() -> None:
     assert update.shown == 3
 
 
+async def test_a_preview_is_skipped_while_the_estimate_is_on_its_way() -> None:
+    """The stream never waits for Discord: until the reply's estimate edit is done, previews are skipped (and
+    do not count against the interval), then the next one shows."""
+    estimate_done = False
+    shown: list[int] = []
+
+    async def show(partial: PartialImage) -> None:
+        shown.append(partial.sequence)
+
+    update = PreviewUpdater(show, clock=lambda: 0.0, ready=lambda: estimate_done)
+    await update(PartialImage(index=0, sequence=0, data=b"png", mime="image/png"))
+    estimate_done = True
+    await update(PartialImage(index=0, sequence=1, data=b"png", mime="image/png"))
+
+    assert shown == [1]
+    assert update.shown == 1
+
+
 def test_the_estimate_line_names_the_tightest_budget() -> None:
     """No budget: the estimate alone."""
     from bot.jobs import Quote

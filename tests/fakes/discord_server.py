@@ -21,7 +21,8 @@ Interactions come from `slash_command`, in a DM or in a server's text channel (a
 announced, so discord.py keeps none of it in its cache, like a server whose GUILD_CREATE has not arrived).
 `dispatched` notes when each INTERACTION_CREATE was sent, on the same clock as `Call.at`.
 
-`upload_delay_s` slows the answer to edits that carry files, to stop the bot in the middle of one. With
+`upload_delay_s` slows the answer to edits that carry files, to stop the bot in the middle of one.
+`hold_text_edits` keeps every edit without files unanswered until `release_edits()`: a slow Discord. With
 `keep_uploads=False` the fake counts uploaded bytes (`uploaded_bytes`) but keeps none of them (benchmarks).
 `routes` adds aiohttp routes of the caller's own (a benchmark's control endpoints).
 Every call is recorded in `requests`; one the fake has no route for is answered 404 (Discord's "Unknown")
@@ -121,9 +122,12 @@ class FakeDiscord:
         bot_name: str = "Easel",
         upload_delay_s: float = 0.0,
         keep_uploads: bool = True,
+        hold_text_edits: bool = False,
         routes: Sequence[web.AbstractRouteDef] = (),
     ) -> None:
         self.token = token
+        self._edits_held = hold_text_edits
+        self._edits_released = asyncio.Event()
         self.keep_uploads = keep_uploads
         self.uploaded_bytes = 0
         """The bytes of every file the bot sent (kept in `requests` only with `keep_uploads`)."""
@@ -366,6 +370,8 @@ class FakeDiscord:
         if call.method == "PATCH":
             if call.files and self.upload_delay_s:
                 await asyncio.sleep(self.upload_delay_s)
+            if not call.files and self._edits_held:
+                await self._edits_released.wait()
             edited = self.message(original["channel_id"], call.json, call.files)
             edited["id"] = original["id"]
             edited["edited_timestamp"] = _stamp()
@@ -539,6 +545,10 @@ class FakeDiscord:
         self.dispatched[interaction_id] = time.monotonic()
         await self.dispatch("INTERACTION_CREATE", payload)
         return interaction_id, token
+
+    def release_edits(self) -> None:
+        """Answer the edits `hold_text_edits` is holding, and every later one at once."""
+        self._edits_released.set()
 
     def original(self, token: str) -> dict[str, Any]:
         """The original reply of the interaction `token`, as last edited."""
