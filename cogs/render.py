@@ -261,9 +261,9 @@ class Renderer:
         self._preview_clock = preview_clock
         self._preview_interval = preview_interval
         self._quotes: dict[int, Quote] = {}
+        """The estimate shown for each interaction whose job is running, for its place-in-line updates."""
         self._estimates: dict[int, asyncio.Task[None]] = {}
         """Each reply's estimate edit, while the job goes on without waiting for Discord to answer it."""
-        """The estimate shown for each interaction whose job is running, for its place-in-line updates."""
 
     # -- small helpers the cogs share ------------------------------------------------------------------
 
