@@ -784,6 +784,8 @@ async def loopback_bot(
             guild, channel = next(ids), next(ids)
             seats += [(next(ids), guild, channel) for _ in range(g, users, guilds)]
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60.0) as control:
+            # httpx's first request imports and connects (~40 ms on the loop): not the bot's time to measure.
+            (await control.get("/_bench/stats")).raise_for_status()
             yield LoopbackWorld(bot, Probe(), control, fake.pid, seats)
         await bot.close()
         await running

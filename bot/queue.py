@@ -13,7 +13,10 @@ job arrives:
       therefore take turns with everybody else's instead of going first.
 
 Each waiting job's position is its place in that round-robin order (1 = next; 0 = starting now), reported
-through `on_position` whenever it changes. A waiting job can be cancelled (its waiter raises
+through `on_position` when it changes: at once for next in line and for the start, and otherwise at most
+once every `report_every` seconds (the latest place when the interval is over). In a burst every start
+moves hundreds of jobs up one place; waking each one's task for each step was most of the queue's cost on
+the event loop (bench/bot.py). A waiting job can be cancelled (its waiter raises
 `JobCancelled`); a running one cannot. A job the provider refused with 429 goes back to the front of its
 user's line and waits `rate_limit_delay()` before it may start again, still cancellable.
 
@@ -48,6 +51,8 @@ RATE_LIMIT_TRIES = 5
 """Provider calls one job may make while the provider keeps answering 429."""
 RATE_LIMIT_WAIT = 600.0
 """Most seconds from a job's first 429 until it gives up."""
+REPORT_EVERY = 2.0
+"""Least seconds between two reports of a waiting job's place, as Easel runs it (Discord edits are a courtesy)."""
 RATE_LIMIT_BACKOFF = 5.0
 """First wait after a 429 that came without Retry-After; doubles on each further 429, at most a minute."""
 
@@ -75,6 +80,9 @@ class _Waiter:
     cancelled: bool = False
     position: int = 0
     """Its place in line as of the last dispatch; kept only for waiters with `on_position`."""
+    reported: int | None = None
+    """The place last passed to `on_position`, and when (the queue's clock)."""
+    reported_at: float = -math.inf
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -90,6 +98,7 @@ class JobQueue:
         max_waiting_per_user: int | None = None,
         rate_limit_tries: int = RATE_LIMIT_TRIES,
         rate_limit_wait: float = RATE_LIMIT_WAIT,
+        report_every: float = 0.0,
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -103,6 +112,8 @@ class JobQueue:
         self.max_waiting_per_user = max_waiting_per_user
         self.rate_limit_tries = rate_limit_tries
         self.rate_limit_wait = rate_limit_wait
+        self.report_every = report_every
+        """Least seconds between two reports of a job's place, next in line and the start aside (0: every change)."""
         self.clock = clock
         self._sleep = sleep
         self._lines: dict[str, deque[_Waiter]] = {}
@@ -114,6 +125,7 @@ class JobQueue:
         self._turns: dict[str, tuple[float, int]] = {}
         self._seq = 0
         self._listening = 0  # waiters in line with an `on_position`
+        self._catch_up: asyncio.Future[None] | None = None  # wakes the reports `report_every` held back
 
     def __repr__(self) -> str:
         return f"JobQueue(running={self._running}/{self.max_running}, waiting={self.waiting})"
@@ -263,10 +275,37 @@ class JobQueue:
                 break
             self._grant(chosen)
         if self._listening:
+            now = self.clock()
             for waiter, position in self._positions():
                 if waiter.on_position is not None and waiter.position != position:
                     waiter.position = position
-                    waiter.wake.set()
+                    self._wake_to_report(waiter, now)
+
+    def _report_due(self, waiter: _Waiter, now: float) -> float | None:
+        """When `waiter` may report its new place: None for at once, else the queue's clock time."""
+        if waiter.position <= 1 or waiter.reported is None:
+            return None
+        due = waiter.reported_at + self.report_every
+        return None if now >= due else due
+
+    def _wake_to_report(self, waiter: _Waiter, now: float) -> None:
+        due = self._report_due(waiter, now)
+        if due is None:
+            waiter.wake.set()
+        elif self._catch_up is None:
+            # Reports are held back in the order they were made, so the earliest held one is due first.
+            self._catch_up = asyncio.ensure_future(self._report_held(due - now))
+
+    async def _report_held(self, delay: float) -> None:
+        """After `delay`, wake the waiters whose held-back report is due; come back for the rest."""
+        try:
+            await self._sleep(delay)
+        finally:
+            self._catch_up = None
+        now = self.clock()
+        for waiter in list(self._jobs.values()):
+            if not waiter.granted and waiter.on_position is not None and waiter.position != waiter.reported:
+                self._wake_to_report(waiter, now)
 
     def _positions(self) -> Iterator[tuple[_Waiter, int]]:
         """Every waiting job with its `_position`, in one pass over the lines instead of one per job.
@@ -347,7 +386,6 @@ class JobQueue:
         return ahead + 1
 
     async def _wait(self, waiter: _Waiter, timer: asyncio.Future[None] | None) -> None:
-        reported: int | None = None
         while True:
             waiter.wake.clear()
             if waiter.cancelled:
@@ -360,9 +398,13 @@ class JobQueue:
                 continue
             if waiter.granted:
                 break
-            if waiter.on_position is not None and waiter.position != reported:
-                reported = waiter.position
-                await self._report(waiter, reported)
+            if (
+                waiter.on_position is not None
+                and waiter.position != waiter.reported
+                and self._report_due(waiter, self.clock()) is None
+            ):
+                waiter.reported, waiter.reported_at = waiter.position, self.clock()
+                await self._report(waiter, waiter.position)
                 continue
             if timer is None:
                 await waiter.wake.wait()

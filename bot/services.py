@@ -29,7 +29,7 @@ from bot.config import Settings
 from bot.errors import ConfigError
 from bot.jobs import Studio
 from bot.log import register_secrets
-from bot.queue import JobQueue
+from bot.queue import REPORT_EVERY, JobQueue
 from bot.store.db import Database
 from bot.store.images import ImageStore
 from bot.store.ledger import Ledger, Recovery, utc_now
@@ -168,6 +168,7 @@ async def open_core(
             per_user=settings.max_per_user,
             per_guild=settings.max_per_guild,
             max_waiting_per_user=settings.max_queued_per_user,
+            report_every=REPORT_EVERY,
         )
         studio = Studio(images, ledger, store=image_store, credit_usd=settings.thread_credit_usd, queue=queue)
         yield Core(

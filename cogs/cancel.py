@@ -1,9 +1,9 @@
 """A waiting job in Discord: its place in line on the progress message, and a way to cancel it.
 
 While a job waits for its turn (`QueueUpdate.position` ≥ 1), `QueueWatch` keeps the reply up to date
-("⏳ Queued: number 3 in line · estimated cost $0.21 · you have $1.79 left today": at most one edit every
-2 s per reply and ten a second across all replies (`cogs.allowance`), "number 1" always shown) and gives it
-a Cancel button (`easel:cancel:<job>`). A public
+("⏳ Queued: number 3 in line · estimated cost $0.21 · you have $1.79 left today": the queue reports a new
+place at most every `bot.queue.REPORT_EVERY` seconds, and the edits share ten a second across all replies
+(`cogs.allowance`); "number 1" is always shown) and gives it a Cancel button (`easel:cancel:<job>`). A public
 reply also gets a ❌ reaction, and the message is remembered for the job (per Studio, shared by every cog's
 Renderer) until the job ends, so `cancel_by_reaction` can find it. When the job starts, the button and
 Easel's own ❌ go ("🖌️ Starting…").
@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import time
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Self
@@ -37,8 +36,6 @@ from cogs.errors import CANCEL_NOT_YOURS, CANCEL_TOO_LATE, CANCELLED_FOR_SOMEONE
 log = logging.getLogger(__name__)
 
 CANCEL = "❌"
-CANCEL_INTERVAL = 2.0
-"""Seconds between two position updates of one reply (Discord rate-limits message edits)."""
 
 _WAITING: weakref.WeakKeyDictionary[Studio, dict[int, int]] = weakref.WeakKeyDictionary()
 
@@ -127,8 +124,6 @@ class QueueWatch:
         text: Callable[[QueueUpdate], str],
         *,
         private: bool,
-        interval: float = CANCEL_INTERVAL,
-        clock: Callable[[], float] | None = None,
         before_edit: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._interaction = interaction
@@ -137,10 +132,6 @@ class QueueWatch:
         self._studio = studio
         self._text = text
         self._private = private
-        self._interval = interval
-        self._clock = clock or time.monotonic
-        self._last: float | None = None
-        self._note = ""
         self._waiting = False
         self._message: discord.Message | None = None
 
@@ -148,22 +139,14 @@ class QueueWatch:
         if update.position == 0:
             await self._started(update)
             return
-        now = self._clock()
-        # "Next in line" is always shown: no later update would correct a stale place before the start.
-        same = update.note == self._note and update.position > 1
-        if self._waiting and same and now - self._last_shown() < self._interval:
-            return
         # Shared with every other reply (cogs.allowance); "next in line" and the start are never skipped.
         if update.position > 1 and not allowance(self._studio, "place").take():
             return
         first = not self._waiting
-        self._waiting, self._note, self._last = True, update.note, now
+        self._waiting = True
         await self._edit(content=self._text(update), view=cancel_view(update.job_id))
         if first and not self._private:
             await self._offer_reaction(update.job_id)
-
-    def _last_shown(self) -> float:
-        return self._last if self._last is not None else float("-inf")
 
     async def _started(self, update: QueueUpdate) -> None:
         if not self._waiting:

@@ -391,8 +391,6 @@ class Renderer:
                 self._studio,
                 quote_text,
                 private=private,
-                interval=self._preview_interval,
-                clock=self._preview_clock,
                 before_edit=functools.partial(self._after_estimate, interaction.id),
             )
             try:

@@ -168,6 +168,64 @@ async def test_positions_follow_the_round_robin_order() -> None:
     assert (line.positions[2], line.positions[3], line.positions[4]) == ([1, 2], [2, 3], [1])
 
 
+class HeldNaps:
+    """The queue's sleep and clock: each sleep waits for `release()`, then moves the clock on by its length."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.delays: list[float] = []
+        self._go = asyncio.Event()
+
+    def clock(self) -> float:
+        return self.now
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        await self._go.wait()
+        self._go.clear()
+        self.now += seconds
+
+    def release(self) -> None:
+        self._go.set()
+
+
+async def test_a_new_place_waits_for_the_interval_but_next_in_line_and_the_start_do_not() -> None:
+    """With `report_every`, a job moving up hears its latest place once the interval is over, not each step."""
+    naps = HeldNaps()
+    line = Line(queue(max_running=1, report_every=2.0, clock=naps.clock, sleep=naps))
+    for job, user in zip((1, 2, 3, 4, 5), "abcde", strict=True):
+        line.submit(job, user)
+    await settle()
+    assert dict(line.positions) == {1: [0], 2: [1], 3: [2], 4: [3], 5: [4]}
+
+    await line.finish(1)
+    assert dict(line.positions) == {1: [0], 2: [1, 0], 3: [2, 1], 4: [3], 5: [4]}
+    assert naps.delays == [2.0], "one wait for every held report"
+    await line.finish(2)
+    assert (line.positions[3], line.positions[4], line.positions[5]) == ([2, 1, 0], [3, 1], [4])
+
+    naps.release()
+    await settle()
+    assert line.positions[5] == [4, 2], "the place it has now, not the steps it missed"
+    for job in (3, 4, 5):
+        await line.finish(job)
+    assert line.positions[5] == [4, 2, 1, 0]
+
+
+async def test_without_an_interval_every_step_is_reported_at_once() -> None:
+    """`report_every=0` (the default) reports each change; nothing waits on the queue's sleep."""
+    naps = HeldNaps()
+    line = Line(queue(max_running=1, clock=naps.clock, sleep=naps))
+    for job, user in zip((1, 2, 3), "abc", strict=True):
+        line.submit(job, user)
+    await settle()
+    await line.finish(1)
+    assert line.positions[3] == [2, 1]
+    assert naps.delays == []
+    for job in (2, 3):
+        await line.finish(job)
+
+
 async def test_a_failing_position_report_does_not_cost_the_job_its_turn(caplog: pytest.LogCaptureFixture) -> None:
     """A progress message that cannot be edited is logged; the job still runs."""
     jobs = queue(max_running=1)
