@@ -31,6 +31,7 @@ from bot.config import Settings
 from bot.errors import ConfigError
 from bot.imaging.pool import ImageWorkers, Mode
 from bot.inflight import InFlight
+from bot.pacing import Pacer
 from bot.services import Core, cli_lifetime, open_core
 from bot.store.ledger import utc_now
 from cogs import EXTENSIONS
@@ -87,6 +88,8 @@ class EaselBot(commands.Bot):
         self._background: list[asyncio.Task[None]] = []
         self.in_flight = InFlight()
         """Replies and results in flight: a stop turns new work away and lets these finish first."""
+        self.pacer = Pacer()
+        """Spreads a burst's interactions and results over short turns of the event loop (`bot.pacing`)."""
 
     @property
     def core(self) -> Core:

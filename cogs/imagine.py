@@ -171,7 +171,7 @@ class Imagine(commands.Cog, name=IMAGINE_COG):
 async def setup(bot: EaselBot) -> None:
     """Wire the cog to the bot's services, and register the result buttons."""
     core = bot.core
-    renderer = Renderer(core.studio, core.image_store, bot.workers, core.ledger, core.settings, in_flight=bot.in_flight)
+    renderer = Renderer.of(bot)
     actions = Actions(core.studio, core.ledger, core.image_store, renderer)
     bot.add_dynamic_items(*BUTTONS, CancelButton)
     await bot.add_cog(

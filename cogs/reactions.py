@@ -246,6 +246,7 @@ class Reactions(commands.Cog):
         self._busy.add(key)
         try:
             async with self.bot.in_flight.track():
+                await self.renderer.pacer.turn()
                 await self._handle(payload, action)
         except Exception:
             log.exception("reaction %s on message %s failed", payload.emoji, payload.message_id)
@@ -434,6 +435,5 @@ class Reactions(commands.Cog):
 
 
 async def setup(bot: EaselBot) -> None:
-    core = bot.core
-    renderer = Renderer(core.studio, core.image_store, bot.workers, core.ledger, core.settings, in_flight=bot.in_flight)
+    renderer = Renderer.of(bot)
     await bot.add_cog(Reactions(bot, renderer))

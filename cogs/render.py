@@ -18,6 +18,10 @@ An interaction token lives 15 minutes. A result that arrives later (checked agai
 with a margin, or learnt from Discord's refusal) is posted in the channel with the member's mention instead,
 or sent by direct message when the reply was private. Every failure is one sentence from
 `cogs.errors.friendly`, shown only to the member who asked.
+
+The work after the defer is paced (`bot.pacing`): when a burst arrives or many jobs finish together, each
+reply's start, each result's building and upload, and then its reactions wait for a turn of the event loop
+with room, so the bot stays responsive meanwhile. Defers are never paced: they answer Discord's 3 s rule.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
 
@@ -52,6 +56,7 @@ from bot.jobs import (
     Studio,
     generate_again,
 )
+from bot.pacing import Pacer
 from bot.pricing import format_usd
 from bot.queue import QueueUpdate
 from bot.store.images import ImageStore, extension
@@ -60,6 +65,9 @@ from cogs.allowance import EditAllowance, allowance
 from cogs.buttons import NO_JOB, Prices, image_view, result_view
 from cogs.cancel import QueueWatch
 from cogs.errors import friendly, is_users_fault
+
+if TYPE_CHECKING:
+    from bot.app import EaselBot
 
 log = logging.getLogger(__name__)
 
@@ -249,10 +257,13 @@ class Renderer:
         preview_clock: Callable[[], float] | None = None,
         preview_interval: float = PREVIEW_INTERVAL,
         in_flight: InFlight | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self._studio = studio
         self.in_flight = in_flight or InFlight()
         """Replies in flight, which a clean stop lets finish (the bot's own, shared by every cog)."""
+        self.pacer = pacer or Pacer()
+        """Turns of the event loop for results (the bot's own, shared by every cog)."""
         self._store = image_store
         self._workers = workers
         self._ledger = ledger
@@ -264,6 +275,20 @@ class Renderer:
         """The estimate shown for each interaction whose job is running, for its place-in-line updates."""
         self._estimates: dict[int, asyncio.Task[None]] = {}
         """Each reply's estimate edit, while the job goes on without waiting for Discord to answer it."""
+
+    @classmethod
+    def of(cls, bot: EaselBot) -> Renderer:
+        """A renderer for one of `bot`'s cogs: its services and workers, its replies in flight and its pacer."""
+        core = bot.core
+        return cls(
+            core.studio,
+            core.image_store,
+            bot.workers,
+            core.ledger,
+            core.settings,
+            in_flight=bot.in_flight,
+            pacer=bot.pacer,
+        )
 
     # -- small helpers the cogs share ------------------------------------------------------------------
 
@@ -382,8 +407,11 @@ class Renderer:
         headline: str | None = None,
     ) -> discord.Message | None:
         """Run `work` with live previews and its place in line (with a Cancel button while it waits), then
-        deliver its outcome; any failure becomes one private sentence."""
+        deliver its outcome; any failure becomes one private sentence.
+
+        The caller has deferred already: the defer is never paced (the 3 s rule), the work after it is."""
         async with self.in_flight.track():
+            await self.pacer.turn()
             job_id: int | None = None
             quote_text = functools.partial(self._queue_text, interaction.id)
             watch = QueueWatch(
@@ -425,6 +453,7 @@ class Renderer:
         headline: str | None = None,
     ) -> discord.Message:
         """Replace the reply with the result (images, embed, buttons) and record where the images went."""
+        await self.pacer.turn()
         images = outcome.result.images
         max_bytes = interaction.filesize_limit or DISCORD_MAX_BYTES
         # The job's record and the budget line come from the database thread while the images are fitted.
@@ -442,13 +471,18 @@ class Renderer:
             outcome, job, who, budget=budget, headline=headline, image=shown, omitted=omitted, reactions=reactions
         )
         view = result_view(outcome.job_id, count, self.prices(job, images[0] if images else None))
+        await self.pacer.turn()
         message = await self._send(interaction, uploads, embed=embed, view=view, private=private)
         if reactions and not message.flags.ephemeral:
             # Recording the attachments (a database write) and adding the reactions (Discord) go on together.
-            await asyncio.gather(self._attach(outcome.job_id, message, uploads), add_result_reactions(message))
+            await asyncio.gather(self._attach(outcome.job_id, message, uploads), self._react(message))
         else:
             await self._attach(outcome.job_id, message, uploads)
         return message
+
+    async def _react(self, message: discord.Message) -> None:
+        await self.pacer.turn()
+        await add_result_reactions(message)
 
     async def show_image(
         self, interaction: discord.Interaction[Any], job_id: int, index: int, *, private: bool = False

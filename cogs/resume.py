@@ -215,6 +215,5 @@ class Resume(commands.Cog):
 
 
 async def setup(bot: EaselBot) -> None:
-    core = bot.core
-    renderer = Renderer(core.studio, core.image_store, bot.workers, core.ledger, core.settings, in_flight=bot.in_flight)
+    renderer = Renderer.of(bot)
     await bot.add_cog(Resume(bot, renderer))

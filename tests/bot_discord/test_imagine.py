@@ -359,3 +359,22 @@ def test_the_estimate_line_names_the_tightest_budget() -> None:
     from bot.jobs import Quote
 
     assert estimate_line(Quote(model="m", estimate=211_000, budgets=())) == "🎨 Working on it… estimated cost $0.211"
+
+
+async def test_a_reply_goes_through_the_pacer_after_its_defer(env: simcord.Env, simcord_bot: EaselBot) -> None:
+    """The reply's start, the result's building, its upload and its reactions each wait for a turn of the
+    loop with room (`bot.pacing`); the defer before them does not."""
+    channel, alice = world(env)
+    pacer = simcord_bot.pacer
+    original = pacer.turn
+    deferred: list[bool] = []
+
+    async def turn() -> None:
+        deferred.append(any(entry.path.endswith("/callback") for entry in env.http_requests))
+        await original()
+
+    pacer.turn = turn  # type: ignore[method-assign]
+    result = await alice.slash(channel, "imagine", prompt="a paced fox")
+    assert result.response is not None
+    assert result.response.attachments
+    assert deferred == [True, True, True, True]

@@ -1,0 +1,78 @@
+"""The pacer: paced work spreads over turns of the event loop once a turn is past its budget."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.pacing import Pacer
+
+
+class Clock:
+    """A clock that moves only when the work below says it took time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def turns_between(pacer: Pacer, clock: Clock, jobs: int, cost: float) -> list[int]:
+    """Run `jobs` paced tasks costing `cost` s each; how many finished between two steps of a ticker."""
+    finished = 0
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        last = 0
+        while not done.is_set():
+            seen.append(finished - last)
+            last = finished
+            await asyncio.sleep(0)
+        seen.append(finished - last)
+
+    async def job() -> None:
+        nonlocal finished
+        await pacer.turn()
+        clock.now += cost  # the work of one task's first step
+        finished += 1
+
+    ticking = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    await asyncio.gather(*(job() for _ in range(jobs)))
+    done.set()
+    await ticking
+    return [count for count in seen if count]
+
+
+async def test_a_burst_is_spread_over_turns_within_the_budget() -> None:
+    """Twenty 2 ms steps with a 5 ms budget: three a turn (0, 2 and 4 ms in), the ticker runs in between."""
+    clock = Clock()
+    pacer = Pacer(budget=0.005, clock=clock)
+    counts = await turns_between(pacer, clock, jobs=20, cost=0.002)
+    assert sum(counts) == 20
+    assert max(counts) == 3
+    assert len(counts) >= 7
+    assert pacer.yields > 0
+
+
+async def test_cheap_work_runs_in_the_turn_it_arrives() -> None:
+    """Work that stays inside the budget is never put off."""
+    clock = Clock()
+    pacer = Pacer(budget=0.005, clock=clock)
+    counts = await turns_between(pacer, clock, jobs=20, cost=0.0001)
+    assert counts == [20]
+    assert pacer.yields == 0
+
+
+async def test_a_new_turn_gets_a_new_budget() -> None:
+    """A long turn does not hold back the work of the turns after it."""
+    clock = Clock()
+    pacer = Pacer(budget=0.005, clock=clock)
+    await pacer.turn()
+    clock.now += 1.0  # a slow turn
+    await asyncio.sleep(0)  # the next turn
+    await asyncio.sleep(0)
+    before = pacer.yields
+    await pacer.turn()
+    assert pacer.yields == before
