@@ -71,6 +71,10 @@ REAL_MONOTONIC = time.monotonic
 """The real clock, taken before simcord replaces `time.monotonic` with its virtual one."""
 
 
+STAND_IN_NICE = 10
+"""The niceness of the processes standing in for other machines (the fake Discord, the mock's drawing):
+on this machine they share the bot's CPUs, so they take only the CPU time the bot leaves them first."""
+
 BENCH_TOKEN = "bench-token"  # noqa: S105 (the fake Discord's, not a secret)
 LABELS = {
     "loopback": "the loopback fake (tests/fakes/discord_server.py) in its own process, over HTTP and a websocket",
@@ -535,7 +539,8 @@ class DrawingProcesses:
     The mock draws in threads of the bot's process, holding the GIL ~45 ms a 1024² image: the event loop
     would wait for the GIL behind each drawing, which no real provider costs the bot. Here each drawing
     (`bot.api.mock._render`) runs in a small process pool instead; the mock's threads only wait for it.
-    The pool's processes are the provider's machines, so their memory is not counted as the bot's.
+    The pool's processes are the provider's machines: their memory is not counted as the bot's, and they run
+    at a lower priority (`STAND_IN_NICE`), as does the loopback fake Discord.
     """
 
     def __init__(self, workers: int = 2) -> None:
@@ -551,7 +556,7 @@ class DrawingProcesses:
 
         original = mock._render
         context = multiprocessing.get_context("forkserver")
-        with ProcessPoolExecutor(self.workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(self.workers, mp_context=context, initializer=_stand_in) as pool:
             started = [pool.submit(_worker_pid) for _ in range(self.workers * 4)]
             self.pids = sorted({future.result() for future in started})
 
@@ -570,6 +575,12 @@ def _draw(job: Any, index: int, partials: int) -> Any:
     import bot.api.mock as mock
 
     return mock._render(job, index, partials)
+
+
+def _stand_in() -> None:
+    """In a process that stands in for another machine: give the bot's processes the CPU first."""
+    with contextlib.suppress(OSError, AttributeError):  # AttributeError: no os.nice (Windows)
+        os.nice(STAND_IN_NICE)
 
 
 def _worker_pid() -> int:
@@ -865,6 +876,7 @@ def serve_fake() -> None:
             print(fake.port, flush=True)
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 
+    _stand_in()
     asyncio.run(main())
 
 
