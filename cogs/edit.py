@@ -1,10 +1,11 @@
 """/edit and /vary, and the message menus "Vary image" and "Edit image".
 
-- `/edit image prompt [mask] [region] [model] [preview]` repaints part of a picture. The area comes from a
+- `/edit image prompt [mask] [region] [model] [quality] [preview]` repaints part of a picture. The area comes from a
   region typed as text (a rectangle in percent or a named area such as `top-left`), an uploaded mask (its
   transparent part), or the picture's own transparency; with none of them the whole picture is edited.
   `preview:True` only shows the marked area, privately and for free: no job, nothing charged.
-- `/vary image [n] [strength] [model]` makes variations of a picture.
+- `/vary image [n] [strength] [model] [quality]` makes variations of a picture. `quality` offers the
+  chosen model's qualities (the default model's before one is chosen); higher costs more.
 - "Vary image" and "Edit image" (right-click a message, Apps) work on the first picture attached to any
   message, or on the image Easel stored for one of its own results (then the new job is its child).
   "Edit image" first asks for the prompt and an optional region in a form.
@@ -39,7 +40,7 @@ from bot.imaging.inputs import DEFAULT_UPLOAD_CAP
 from bot.jobs import JobOutcome, Studio
 from bot.store.images import ImageStore, extension
 from bot.store.ledger import Ledger
-from cogs.imagine import MAX_CHOICES, model_choices
+from cogs.imagine import MAX_CHOICES, chosen_spec, model_choices, value_choices
 from cogs.render import Hooks, Renderer, clip
 
 if TYPE_CHECKING:
@@ -207,6 +208,7 @@ class Edit(commands.Cog):
         mask="A PNG of the same shape whose transparent part marks where to paint",
         region="Where to paint: " + clip(REGION_HELP, 90),
         model="The image model (the server's default when left out)",
+        quality="Higher quality costs more",
         preview="Only show the area that would be repainted (free, nothing is made)",
     )
     async def edit(
@@ -217,6 +219,7 @@ class Edit(commands.Cog):
         mask: discord.Attachment | None = None,
         region: str | None = None,
         model: str | None = None,
+        quality: str | None = None,
         preview: bool = False,
     ) -> None:
         # Checked from metadata and text only, so the first answer still comes at once.
@@ -239,7 +242,7 @@ class Edit(commands.Cog):
         async def work(hooks: Hooks) -> JobOutcome:
             source = await read_upload(image)
             mask_image = await read_upload(mask, what="mask") if mask is not None else None
-            req = EditRequest(prompt=prompt, images=(source,), mask=mask_image, model=model)
+            req = EditRequest(prompt=prompt, images=(source,), mask=mask_image, model=model, quality=quality)
             await self.renderer.announce(interaction, lambda: self.studio.plan_edit(req), who)
             return await self.studio.edit(req, who, region=area, on_queue=hooks.on_queue)
 
@@ -282,6 +285,10 @@ class Edit(commands.Cog):
     async def _edit_models(self, _interaction: discord.Interaction[Any], current: str) -> list[Choice[str]]:
         return self._models(current, lambda spec: spec.supports("edit"))
 
+    @edit.autocomplete("quality")
+    async def _edit_qualities(self, interaction: discord.Interaction[Any], current: str) -> list[Choice[str]]:
+        return self._qualities(interaction, current)
+
     # -- /vary ------------------------------------------------------------------------------------------------
 
     @app_commands.command(name="vary", description="Variations of a picture.")
@@ -290,6 +297,7 @@ class Edit(commands.Cog):
         n="How many variations (each one costs)",
         strength="subtle stays close to the picture; strong changes more",
         model="The image model (the server's default when left out)",
+        quality="Higher quality costs more",
     )
     async def vary(
         self,
@@ -298,6 +306,7 @@ class Edit(commands.Cog):
         n: app_commands.Range[int, 1, 10] = 1,
         strength: Strength = "subtle",
         model: str | None = None,
+        quality: str | None = None,
     ) -> None:
         try:
             check_upload(image)
@@ -309,7 +318,7 @@ class Edit(commands.Cog):
         who = self.renderer.requester(interaction)
 
         async def work(hooks: Hooks) -> JobOutcome:
-            req = VaryRequest(image=await read_upload(image), model=model, n=n, strength=strength)
+            req = VaryRequest(image=await read_upload(image), model=model, n=n, strength=strength, quality=quality)
             await self.renderer.announce(interaction, lambda: self.studio.plan_vary(req), who)
             return await self.studio.vary(req, who, on_queue=hooks.on_queue)
 
@@ -320,11 +329,20 @@ class Edit(commands.Cog):
     async def _vary_models(self, _interaction: discord.Interaction[Any], current: str) -> list[Choice[str]]:
         return self._models(current, lambda spec: spec.can_vary())
 
+    @vary.autocomplete("quality")
+    async def _vary_qualities(self, interaction: discord.Interaction[Any], current: str) -> list[Choice[str]]:
+        return self._qualities(interaction, current)
+
     def _check_count(self, n: int) -> None:
         cap = self.settings.max_images
         if n > cap:
             many = "image" if cap == 1 else "images"
             raise InvalidOption(f"🔢 You can ask for at most {cap} {many} at a time here.", param="n")
+
+    def _qualities(self, interaction: discord.Interaction[Any], typed: str) -> list[Choice[str]]:
+        """The qualities of the model chosen so far in the command being typed, else of the default model."""
+        spec = chosen_spec(self.catalogue, self.studio.images.default_model, interaction)
+        return value_choices(spec.qualities, spec.default_quality, typed)
 
     def _models(self, typed: str, usable: Callable[[ModelSpec], bool]) -> list[Choice[str]]:
         choices = model_choices(self.catalogue, self.studio.images.default_model, typed, self._today())

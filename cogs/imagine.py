@@ -70,6 +70,13 @@ def value_choices(values: Iterable[str], default: str, typed: str) -> list[Choic
     return found[:MAX_CHOICES]
 
 
+def chosen_spec(catalogue: Catalogue, default_model: str, interaction: discord.Interaction[Any]) -> ModelSpec:
+    """The model chosen so far in the command being typed (its `model` option), else the default."""
+    chosen = getattr(interaction.namespace, "model", None)
+    spec = catalogue.find(chosen) if isinstance(chosen, str) and chosen else None
+    return spec or catalogue.get(default_model)
+
+
 def size_choices(spec: ModelSpec, typed: str) -> list[Choice[str]]:
     """The model's sizes containing `typed`; a typed WIDTHxHEIGHT the model allows comes first."""
     found = value_choices(spec.sizes, spec.default_size, typed)
@@ -143,10 +150,7 @@ class Imagine(commands.Cog, name=IMAGINE_COG):
         await self.renderer.run(interaction, who, work, private=private)
 
     def _spec(self, interaction: discord.Interaction[Any]) -> ModelSpec:
-        """The model chosen so far in the command being typed, else the default."""
-        chosen = getattr(interaction.namespace, "model", None)
-        spec = self.catalogue.find(chosen) if isinstance(chosen, str) and chosen else None
-        return spec or self.catalogue.get(self.studio.images.default_model)
+        return chosen_spec(self.catalogue, self.studio.images.default_model, interaction)
 
     @imagine.autocomplete("model")
     async def _model_choices(self, _interaction: discord.Interaction[Any], current: str) -> list[Choice[str]]:

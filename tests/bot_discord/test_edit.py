@@ -206,6 +206,23 @@ async def test_vary_with_strength(world: World) -> None:
     assert (job["kind"], job["user_id"], job["status"]) == ("vary", str(world.alice.id), "succeeded")
 
 
+async def test_edit_and_vary_take_a_quality(world: World) -> None:
+    """/edit and /vary ask for the quality chosen, offered from the model typed so far, and the job keeps it."""
+    await world.alice.slash(world.channel, "edit", image=("fox.png", PHOTO), prompt="a hat", quality="high")
+    await world.alice.slash(world.channel, "vary", image=("fox.png", PHOTO), quality="low")
+    [edited] = world.calls.edits
+    [varied] = world.calls.varies
+    assert (edited.quality, varied.quality) == ("high", "low")
+    kept = await world.bot.core.db.fetchall("SELECT kind, quality, status FROM jobs ORDER BY id")
+    assert [tuple(row) for row in kept] == [("edit", "high", "succeeded"), ("vary", "low", "succeeded")]
+    for command in ("edit", "vary"):
+        offered = await world.alice.autocomplete(world.channel, command, "quality", "", model="gpt-image-2.5-flare")
+        assert [choice["value"] for choice in offered] == ["auto", "low", "medium", "high", "xhigh", "max"]
+        assert offered[0]["name"] == "auto (default)"
+    medium = await world.alice.autocomplete(world.channel, "vary", "quality", "med")
+    assert [choice["value"] for choice in medium] == ["medium"]
+
+
 async def test_vary_image_menu_on_a_members_picture(world: World) -> None:
     """The "Vary image" menu on a member's message varies its first picture; the job has no parent."""
     posted = await world.alice.send(world.channel, "my cat", attachments=[("notes.txt", b"x"), ("cat.png", PHOTO)])
