@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import signal
+import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -42,6 +43,9 @@ COMMANDS_HASH_FILE = "commands.sha256"
 
 CoreOpener = Callable[[Settings], AbstractAsyncContextManager[Core]]
 
+
+SWITCH_INTERVAL = 0.001
+"""Seconds a thread may hold the GIL while another waits for it (Python's default: 0.005)."""
 
 RESUME_EXTENSION = "cogs.resume"
 """The extension that runs the jobs a restart left queued; without it they are refunded at start."""
@@ -121,6 +125,10 @@ class EaselBot(commands.Bot):
         # The ~75k objects loaded at start-up never die; moving them out of the collector's sight keeps
         # full collections short (measured: 40-60 ms pauses down to 5-20 ms under load).
         gc.freeze()
+        # A worker thread that wants the GIL back (after its fsync, its sqlite call) waits for the busy loop
+        # to give it up, by default every 5 ms. At 1 ms the threads' short turns come sooner, and with them
+        # the results the loop awaits: 100 jobs at 2 s went from 2.57-2.67 to 2.54-2.55 s (bench/bot.py).
+        sys.setswitchinterval(SWITCH_INTERVAL)
 
     async def _housekeeping(self) -> None:
         """Apply the image store's retention limits now and every EASEL_IMAGE_CLEANUP_HOURS, and resolve CLI

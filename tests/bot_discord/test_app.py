@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import gc
+import sys
 
 import simcord
 
-from bot.app import COMMANDS_HASH_FILE, EaselBot, point_at
+from bot.app import COMMANDS_HASH_FILE, SWITCH_INTERVAL, EaselBot, point_at
 from bot.config import Settings
 
 
@@ -18,6 +19,7 @@ async def test_setup_opens_the_services(simcord_env: simcord.Env, simcord_bot: E
     assert (settings.data_dir / COMMANDS_HASH_FILE).read_text().startswith("global:")
     assert not core.http.is_closed
     assert gc.get_freeze_count() > 0
+    assert sys.getswitchinterval() == SWITCH_INTERVAL
 
 
 async def test_close_releases_everything(settings: Settings) -> None:
