@@ -6,6 +6,8 @@ message holds (`find_by_message`), and everything else is read from the database
 
 - 🔁 varies image 1, 1️⃣-4️⃣ vary that image (when the result has it). The member who reacts pays from their
   own budgets, with their own roles; the variation is posted as a reply to the result, mentioning them.
+  While it waits for its turn, a reply to the result shows its place in line with a Cancel button
+  (`LineNotice`); the reply goes once the job starts.
 - 🚩 records a flag (once per member and job) for the moderators. It is kept quiet: the member's reaction
   is taken off again where the bot may (so others do not see who flagged) and the thanks go by DM.
 - 🗑️ deletes the result, when the member asked for it or may manage messages in that channel.
@@ -38,16 +40,18 @@ from discord.ext import commands
 from bot.api.types import InputImage, VaryRequest
 from bot.errors import ImageGone
 from bot.imaging.fit import FittedFile
-from bot.jobs import JobOutcome, Requester
+from bot.jobs import JobOutcome, Requester, Studio
 from bot.pricing import format_usd
+from bot.queue import QueueUpdate
 from bot.store.flags import Flags
 from bot.store.images import ImageStore, extension
 from bot.store.ledger import iso, utc_now
+from cogs.allowance import allowance
 from cogs.buttons import NO_JOB, result_view
-from cogs.cancel import CANCEL, cancel_by_reaction
+from cogs.cancel import CANCEL, cancel_by_reaction, cancel_view
 from cogs.errors import friendly
 from cogs.guard import channel_allowed
-from cogs.render import FLAG, PROMPT_SHOWN, VARY, Renderer, add_result_reactions, clip, result_footer
+from cogs.render import FLAG, PROMPT_SHOWN, VARY, Renderer, add_result_reactions, clip, queue_line, result_footer
 
 if TYPE_CHECKING:
     from bot.app import EaselBot
@@ -160,6 +164,51 @@ def filesize_limit(channel: Destination) -> int:
 def reply_reference(channel: Destination, message_id: int) -> discord.MessageReference:
     """A reply to message `message_id` in `channel` that still posts when that message is gone."""
     return channel.get_partial_message(message_id).to_reference(fail_if_not_exists=False)
+
+
+class LineNotice:
+    """A `Studio` `on_queue` handler for a reaction's job: while it waits, a reply to the result with its
+    place in line and a Cancel button, for the member who reacted; deleted once the job starts or ends.
+
+    Its edits share the place-in-line allowance of every reply (`cogs.allowance`); "next in line" is always
+    shown. Discord refusing any of it never stops the job.
+    """
+
+    def __init__(
+        self, studio: Studio, channel: Destination, reply_to: int, user: discord.User | discord.Member
+    ) -> None:
+        self._studio = studio
+        self._channel = channel
+        self._reply_to = reply_to
+        self._user = user
+        self.message: discord.Message | None = None
+
+    async def __call__(self, update: QueueUpdate) -> None:
+        if update.position == 0:
+            await self.close()
+            return
+        if self.message is not None and update.position > 1 and not allowance(self._studio, "place").take():
+            return
+        text = f"{self._user.mention} {queue_line(update, None)} (your variation)"
+        try:
+            if self.message is None:
+                self.message = await self._channel.send(
+                    text,
+                    reference=reply_reference(self._channel, self._reply_to),
+                    view=cancel_view(update.job_id),
+                    allowed_mentions=discord.AllowedMentions.none(),
+                )
+            else:
+                self.message = await self.message.edit(content=text)
+        except discord.HTTPException as exc:
+            log.debug("could not show a variation's place in line: %s", exc)
+
+    async def close(self) -> None:
+        """Take the notice away (the job started, was cancelled or failed)."""
+        message, self.message = self.message, None
+        if message is not None:
+            with contextlib.suppress(discord.HTTPException):
+                await message.delete()
 
 
 async def deliver_to_channel(
@@ -316,7 +365,11 @@ class Reactions(commands.Cog):
                 stored = await core.image_store.load(job_id, index)
                 image = InputImage(stored.data, filename=f"image.{extension(stored.mime)}", mime=stored.mime)
                 req = VaryRequest(image=image, model=self.renderer.vary_model(parent.model), quality=parent.quality)
-                outcome = await core.studio.vary(req, who, parent=(job_id, index))
+                notice = LineNotice(core.studio, channel, payload.message_id, user)
+                try:
+                    outcome = await core.studio.vary(req, who, parent=(job_id, index), on_queue=notice)
+                finally:
+                    await notice.close()
             except Exception as error:
                 await self._notice(channel, payload.message_id, user, friendly(error))
                 return

@@ -336,3 +336,46 @@ def test_place_in_line_edits_share_an_allowance() -> None:
     assert not allowance.take()
     now[0] += 60
     assert sum(allowance.take() for _ in range(50)) == 10
+
+
+async def varying_in_line(world: Line) -> discord.Message:
+    """Alice's first result, then her second job running, then bob's 🔁 on the first: the message that says
+    where bob's variation waits."""
+    first = await world.alice.slash(world.channel, "imagine", prompt="the first fox")
+    await world.env.advance_time(LATENCY)
+    result = first.response
+    assert result is not None
+    assert result.attachments
+    await world.alice.slash(world.channel, "imagine", prompt="the second fox")
+    await world.bob.react(result, "🔁")
+    (notice,) = [m for m in world.channel.history() if f"<@{world.bob.id}>" in m.content]
+    return notice
+
+
+async def test_a_reaction_variation_in_line_shows_its_place_and_goes_when_it_starts(settings: Settings) -> None:
+    """Bob's 🔁 while the queue is busy: a reply says he is next in line, with a Cancel button; once his job
+    starts the reply goes, and his variation is posted."""
+    async with line(settings) as world:
+        notice = await varying_in_line(world)
+        assert notice.content == f"<@{world.bob.id}> ⏳ Queued: number 1 in line (your variation)"
+        assert [item.custom_id for row in notice.components for item in row.children] == ["easel:cancel:3"]
+
+        await world.finish()
+
+        assert (await world.job(3))[:2] == ("succeeded", "settled")
+        (mine,) = [m for m in world.channel.history() if f"<@{world.bob.id}>" in m.content]
+        assert mine.id != notice.id, "the place in line is gone"
+        assert mine.attachments, "what is left is the variation itself"
+
+
+async def test_a_reaction_variation_in_line_can_be_cancelled(settings: Settings) -> None:
+    """The Cancel button on that reply takes bob's variation out of line, fully refunded."""
+    async with line(settings) as world:
+        notice = await varying_in_line(world)
+        await world.bob.click(notice, custom_id="easel:cancel:3")
+
+        assert await world.job(3) == ("cancelled", "refunded", 0)
+        told = [m.content for m in world.channel.history() if f"<@{world.bob.id}>" in m.content]
+        assert told == [f"<@{world.bob.id}> {CANCELLED}"]
+        await world.finish()
+        assert (await world.job(2))[:2] == ("succeeded", "settled")
