@@ -20,8 +20,11 @@ from bot.catalogue import ModelSpec
 from bot.config import Settings
 from bot.services import Core, open_core
 from bot.store.ledger import JobDraft, JobKind
+from cogs.cancel import cancel_view
+from cogs.errors import CANCEL_TOO_LATE
 from cogs.render import result_footer
 from cogs.resume import NOT_RESUMED
+from tests.bot_discord.test_cancel import hold_queue
 
 EXTENSIONS = ("cogs.imagine", "cogs.resume")
 ESTIMATE = 42_000
@@ -287,3 +290,44 @@ async def test_without_the_resume_extension_queued_jobs_are_refunded(settings: S
     finally:
         await first.close()
         await second.close()
+
+
+async def test_an_old_cancel_button_cancels_a_resumed_job_still_waiting(settings: Settings) -> None:
+    """A Cancel button from before the restart still takes its job out of line once it waits there again."""
+    settings = settings.model_copy(update={"max_running": 1})
+    first = make_bot(settings)
+    second: EaselBot | None = None
+    try:
+        async with simcord.run(first) as env:
+            world = World(env)
+            running = await world.reserve(first, prompt="fox one")
+            waiting_job = await world.reserve(first, prompt="fox two")
+            channel = first.get_channel(world.channel.id)
+            assert isinstance(channel, discord.TextChannel)
+            await channel.send("⏳ Queued: number 1 in line", view=cancel_view(waiting_job))
+            (old,) = world.channel.history()
+            provider = Held(env)
+
+            @contextlib.asynccontextmanager
+            async def open_services(settings: Settings) -> AsyncIterator[Core]:
+                async with open_core(settings, recover=True, resume_queued=True) as core:
+                    core.images.provider = provider
+                    assert core.queue is not None
+                    hold_queue(env, core.queue)
+                    yield core
+
+            second = EaselBot(settings, workers="thread", extensions=EXTENSIONS, open_services=open_services)
+            await env.restart_bot(second)
+            assert provider.calls == 1, "one job runs, the other waits its turn"
+
+            clicked = await world.alice.click(old, custom_id=f"easel:cancel:{waiting_job}")
+            assert clicked.response is None or clicked.response.content != CANCEL_TOO_LATE
+            assert await state(second, waiting_job) == ("cancelled", "refunded")
+            provider.gate.set()
+            await env.settle()
+            assert await state(second, running) == ("succeeded", "settled")
+            assert provider.calls == 1, "the cancelled job never reached the image service"
+    finally:
+        await first.close()
+        if second is not None:
+            await second.close()
