@@ -11,8 +11,10 @@ Easel's own ❌ go ("🖌️ Starting…").
 Cancelling calls `Studio.cancel`: the job ends 'cancelled', its reservation is returned in full, and the
 reply shows the `JobCancelled` sentence. Only the member who asked, or one who may manage messages there,
 may cancel; anyone else gets one private sentence. A job that has already started cannot be cancelled.
-Nothing is kept in memory that a restart would need: after one, the queue itself is gone (the resumed
-jobs run from `cogs.resume`), and an old Cancel button only answers that the job has started or ended.
+Nothing is kept in memory that a restart would need: after one, the resumed jobs (`cogs.resume`) wait in
+the new queue under their old job ids, so an old Cancel button still cancels its job while it waits, and
+answers that it has started or ended afterwards. An old ❌ does nothing: which reply belongs to which job
+was kept in memory only.
 """
 
 from __future__ import annotations
