@@ -398,12 +398,13 @@ class JobQueue:
                 continue
             if waiter.granted:
                 break
+            now = self.clock()
             if (
                 waiter.on_position is not None
                 and waiter.position != waiter.reported
-                and self._report_due(waiter, self.clock()) is None
+                and self._report_due(waiter, now) is None
             ):
-                waiter.reported, waiter.reported_at = waiter.position, self.clock()
+                waiter.reported, waiter.reported_at = waiter.position, now
                 await self._report(waiter, waiter.position)
                 continue
             if timer is None:
