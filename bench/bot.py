@@ -48,7 +48,7 @@ import threading
 import time
 import types
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,6 +88,8 @@ class Options:
     profile: bool = False
     discord: str = "simcord"
     """"simcord" (in this process) or "loopback" (the fake in its own process, over HTTP and a websocket)."""
+    only: str | None = None
+    """One case ("burst", "single" or "throughput"), or every case."""
 
 
 # --- measuring ----------------------------------------------------------------------------------------------
@@ -112,6 +114,14 @@ class Probe:
     job_of: dict[int, int] = field(default_factory=dict)
     waited: dict[int, float] = field(default_factory=dict)
     """Job id → seconds between asking the JobQueue for a slot and getting it."""
+    parsed: dict[int, float] = field(default_factory=dict)
+    """Interaction id → when discord.py built its `Interaction` from the INTERACTION_CREATE frame."""
+    defer_called: dict[int, float] = field(default_factory=dict)
+    """Interaction id → when the command called `InteractionResponse.defer`."""
+    defer_written: dict[int, float] = field(default_factory=dict)
+    """Interaction id → when aiohttp had written the type-5 callback into its socket (loopback only)."""
+    loop_cpu: list[float] = field(default_factory=list)
+    """The loop thread's CPU time (`time.thread_time`) at the first parse and at each defer written."""
     failed: set[int] = field(default_factory=set)
     pieces: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     """Label → the wall time of every call of that piece (see `instrumented`)."""
@@ -128,6 +138,18 @@ class Probe:
     def defer(self, ids: Sequence[int]) -> list[float]:
         """Seconds from INTERACTION_CREATE to the type-5 callback reaching (fake) Discord."""
         return [self.deferred[i] - self.dispatched[i] for i in ids if i in self.deferred]
+
+    def defer_parts(self, ids: Sequence[int]) -> list[list[float]]:
+        """The time to defer in four parts: sent → parsed → `defer` called → written → received."""
+        stamps = (self.dispatched, self.parsed, self.defer_called, self.defer_written, self.deferred)
+        every = [i for i in ids if all(i in stamp for stamp in stamps)]
+        return [[later[i] - earlier[i] for i in every] for earlier, later in itertools.pairwise(stamps)]
+
+    def arrival_busy(self) -> tuple[float, float] | None:
+        """Wall and loop CPU seconds from the first frame parsed to the last defer written (loopback only)."""
+        if not self.parsed or not self.defer_written or len(self.loop_cpu) < 2:
+            return None
+        return max(self.defer_written.values()) - min(self.parsed.values()), self.loop_cpu[-1] - self.loop_cpu[0]
 
     def total(self, interaction_id: int) -> float:
         """Seconds from INTERACTION_CREATE to the end of `Renderer.run`: the result is posted and recorded."""
@@ -402,6 +424,7 @@ def _timed(stack: contextlib.ExitStack, owner: Any, name: str, into: list[float]
 @contextlib.contextmanager
 def instrumented(probe: Probe) -> Iterator[None]:
     """Time every /imagine job through `Renderer.run` and the queue, and each step of a job."""
+    import aiohttp
     import discord
 
     import cogs.render
@@ -442,6 +465,39 @@ def instrumented(probe: Probe) -> Iterator[None]:
 
         JobQueue.slot = slot  # type: ignore[method-assign]
         stack.callback(setattr, JobQueue, "slot", original_slot)
+
+        original_defer = discord.InteractionResponse.defer
+
+        async def defer(self: discord.InteractionResponse[Any], *args: Any, **kwargs: Any) -> Any:
+            probe.defer_called.setdefault(self._parent.id, time.perf_counter())
+            return await original_defer(self, *args, **kwargs)
+
+        discord.InteractionResponse.defer = functools.wraps(original_defer)(defer)  # type: ignore[method-assign]
+        stack.callback(setattr, discord.InteractionResponse, "defer", original_defer)
+
+        # When the callback's bytes are in the socket: the loopback fake's own turns come after that.
+        original_write = aiohttp.ClientRequest.write_bytes
+
+        async def write_bytes(self: aiohttp.ClientRequest, *args: Any, **kwargs: Any) -> None:
+            await original_write(self, *args, **kwargs)
+            parts = self.url.path.split("/")
+            if len(parts) > 4 and parts[-4] == "interactions" and parts[-1] == "callback":
+                probe.defer_written.setdefault(int(parts[-3]), time.perf_counter())
+                probe.loop_cpu.append(time.thread_time())
+
+        aiohttp.ClientRequest.write_bytes = write_bytes  # type: ignore[method-assign]
+        stack.callback(setattr, aiohttp.ClientRequest, "write_bytes", original_write)
+
+        original_init = discord.Interaction.__init__
+
+        def init(self: Any, *, data: Any, state: Any) -> None:
+            probe.parsed.setdefault(int(data["id"]), time.perf_counter())
+            if not probe.loop_cpu:
+                probe.loop_cpu.append(time.thread_time())
+            original_init(self, data=data, state=state)
+
+        discord.Interaction.__init__ = init  # type: ignore[method-assign]
+        stack.callback(setattr, discord.Interaction, "__init__", original_init)
 
         for owner, name, label in (
             (discord.InteractionResponse, "defer", "defer (type-5 callback)"),
@@ -958,6 +1014,7 @@ async def burst_case(count: int, drawing: DrawingProcesses, options: Options) ->
         uploaded = world.uploaded()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     defers = probe.defer(ids)
+    parts = probe.defer_parts(ids)
     overheads = probe.overheads(ids)
     failed = len(probe.failed)
     p99 = percentile(defers, 0.99)
@@ -968,6 +1025,27 @@ async def burst_case(count: int, drawing: DrawingProcesses, options: Options) ->
             Row("… time to defer, p50", ms(statistics.median(defers))),
             Row("… time to defer, p99", ms(p99), "≤ 50 ms", p99 <= 0.05),
             Row("… time to defer, max", ms(max(defers))),
+            *(
+                [
+                    Row(
+                        "… time to defer by part, p50 / p99: the fake sends → discord.py parses → the command "
+                        "calls defer → the callback is in the socket → the fake reads it",
+                        " → ".join(f"{ms(statistics.median(part))} / {ms(percentile(part, 0.99))}" for part in parts),
+                    )
+                ]
+                if all(parts)
+                else []
+            ),
+            *(
+                [
+                    Row(
+                        "… the bot's loop from the first frame parsed to the last defer written: wall / CPU",
+                        f"{ms(arrival[0])} / {ms(arrival[1])}",
+                    )
+                ]
+                if (arrival := probe.arrival_busy())
+                else []
+            ),
             Row(
                 "… bot overhead per job (less provider and queue wait), median / p90",
                 f"{ms(statistics.median(overheads))} / {ms(percentile(overheads, 0.9))}",
@@ -1112,11 +1190,15 @@ async def run(options: Options) -> Result:
     everything = Result()
     drawing = DrawingProcesses()
     with multiprocessing_on_the_real_clock(), drawing.installed():
-        for part in (
-            await burst_case(50 if options.quick else 200, drawing, options),
-            await single_case(5 if options.quick else 20, options),
-            await throughput_case(100, 2.0, options),
-        ):
+        cases: dict[str, Callable[[], Awaitable[Result]]] = {
+            "burst": lambda: burst_case(50 if options.quick else 200, drawing, options),
+            "single": lambda: single_case(5 if options.quick else 20, options),
+            "throughput": lambda: throughput_case(100, 2.0, options),
+        }
+        for name, case in cases.items():
+            if options.only not in (None, name):
+                continue
+            part = await case()
             everything.rows += part.rows
             everything.notes += part.notes
     return everything
@@ -1139,12 +1221,13 @@ def main() -> None:
         default="simcord",
         help="Discord: simcord in the bot's process (default), or the loopback fake in its own process",
     )
+    parser.add_argument("--only", choices=("burst", "single", "throughput"), help="run this case alone")
     parser.add_argument("--serve-fake", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fake:
         serve_fake()
         return
-    options = Options(quick=args.quick, profile=args.profile, discord=args.discord)
+    options = Options(quick=args.quick, profile=args.profile, discord=args.discord, only=args.only)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("discord").setLevel(logging.ERROR)  # no voice support, no guilds intent: as intended
 
