@@ -235,6 +235,9 @@ class LoopWatch:
         self.slow: list[tuple[float, str]] = []
         self.pauses: dict[int, list[float]] = defaultdict(list)
         self._began = 0.0
+        self.turns: list[tuple[float, int, dict[str, list[float]]]] = []
+        """The longest turns of the loop: callbacks' total time, how many ran, and their time by kind."""
+        self._turn: dict[str, list[float]] = defaultdict(list)
 
     def _collecting(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
@@ -253,16 +256,31 @@ class LoopWatch:
                 original(handle)
             finally:
                 took = time.perf_counter() - start
+                what = _describe(handle)
+                self._turn[what].append(took)
                 if took > 0.005:
-                    slow.append((took, _describe(handle)))
+                    slow.append((took, what))
+
+        loop = asyncio.get_running_loop()
+        original_turn = loop._run_once  # type: ignore[attr-defined]
+
+        def one_turn() -> None:
+            self._turn = defaultdict(list)
+            original_turn()
+            busy = sum(sum(times) for times in self._turn.values())
+            if busy > 0.01:
+                self.turns.append((busy, sum(len(times) for times in self._turn.values()), self._turn))
+                self.turns = sorted(self.turns, key=lambda turn: turn[0], reverse=True)[:3]
 
         asyncio.events.Handle._run = run  # type: ignore[method-assign,assignment]
+        loop._run_once = one_turn  # type: ignore[attr-defined]
         gc.callbacks.append(self._collecting)
         try:
             yield
         finally:
             gc.callbacks.remove(self._collecting)
             asyncio.events.Handle._run = original  # type: ignore[method-assign]
+            del loop._run_once  # type: ignore[attr-defined]
 
     def summary(self) -> list[str]:
         lines = []
@@ -275,6 +293,12 @@ class LoopWatch:
         worst = sorted(self.slow, reverse=True)[:5]
         if worst:
             lines.append("- slowest event-loop callbacks: " + "; ".join(f"{ms(took)} {what}" for took, what in worst))
+        for busy, count, kinds in self.turns:
+            top = sorted(kinds.items(), key=lambda kind: sum(kind[1]), reverse=True)[:4]
+            lines.append(
+                f"- a turn of {ms(busy)} ({count} callbacks): "
+                + "; ".join(f"{len(times)} × {what}, {ms(sum(times))}" for what, times in top)
+            )
         return lines
 
 
