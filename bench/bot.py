@@ -1018,6 +1018,29 @@ def breakdown(title: str, probe: Probe, ids: Sequence[int]) -> str:
     return "\n".join(lines)
 
 
+def defer_rows(probe: Probe, ids: Sequence[int]) -> list[Row]:
+    """The time to defer by part, and the loop's CPU over the arrival: loopback only (simcord has no socket)."""
+    rows = []
+    parts = probe.defer_parts(ids)
+    if all(parts):
+        rows.append(
+            Row(
+                "… time to defer by part, p50 / p99: the fake sends → discord.py parses → the command "
+                "calls defer → the callback is in the socket → the fake reads it",
+                " → ".join(f"{ms(statistics.median(part))} / {ms(percentile(part, 0.99))}" for part in parts),
+            )
+        )
+    arrival = probe.arrival_busy()
+    if arrival is not None:
+        rows.append(
+            Row(
+                "… the bot's loop from the first frame parsed to the last defer written: wall / CPU",
+                f"{ms(arrival[0])} / {ms(arrival[1])}",
+            )
+        )
+    return rows
+
+
 async def burst_case(count: int, drawing: DrawingProcesses, options: Options) -> Result:
     """`count` /imagine (n=4, 1024²) from distinct members in one burst, production caps, the mock drawing."""
     from bot.api.mock import MockProvider
@@ -1038,7 +1061,6 @@ async def burst_case(count: int, drawing: DrawingProcesses, options: Options) ->
         uploaded = world.uploaded()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     defers = probe.defer(ids)
-    parts = probe.defer_parts(ids)
     overheads = probe.overheads(ids)
     failed = len(probe.failed)
     p99 = percentile(defers, 0.99)
@@ -1049,27 +1071,7 @@ async def burst_case(count: int, drawing: DrawingProcesses, options: Options) ->
             Row("… time to defer, p50", ms(statistics.median(defers))),
             Row("… time to defer, p99", ms(p99), "≤ 50 ms", p99 <= 0.05),
             Row("… time to defer, max", ms(max(defers))),
-            *(
-                [
-                    Row(
-                        "… time to defer by part, p50 / p99: the fake sends → discord.py parses → the command "
-                        "calls defer → the callback is in the socket → the fake reads it",
-                        " → ".join(f"{ms(statistics.median(part))} / {ms(percentile(part, 0.99))}" for part in parts),
-                    )
-                ]
-                if all(parts)
-                else []
-            ),
-            *(
-                [
-                    Row(
-                        "… the bot's loop from the first frame parsed to the last defer written: wall / CPU",
-                        f"{ms(arrival[0])} / {ms(arrival[1])}",
-                    )
-                ]
-                if (arrival := probe.arrival_busy())
-                else []
-            ),
+            *defer_rows(probe, ids),
             Row(
                 "… bot overhead per job (less provider and queue wait), median / p90",
                 f"{ms(statistics.median(overheads))} / {ms(percentile(overheads, 0.9))}",
@@ -1210,6 +1212,10 @@ async def throughput_case(count: int, latency: float, options: Options) -> Resul
     return result
 
 
+CASES = ("burst", "single", "throughput")
+"""The cases, in the order they run; `--only` picks one."""
+
+
 async def run(options: Options) -> Result:
     everything = Result()
     drawing = DrawingProcesses()
@@ -1219,10 +1225,10 @@ async def run(options: Options) -> Result:
             "single": lambda: single_case(5 if options.quick else 20, options),
             "throughput": lambda: throughput_case(100, 2.0, options),
         }
-        for name, case in cases.items():
+        for name in CASES:
             if options.only not in (None, name):
                 continue
-            part = await case()
+            part = await cases[name]()
             everything.rows += part.rows
             everything.notes += part.notes
     return everything
@@ -1245,7 +1251,7 @@ def main() -> None:
         default="simcord",
         help="Discord: simcord in the bot's process (default), or the loopback fake in its own process",
     )
-    parser.add_argument("--only", choices=("burst", "single", "throughput"), help="run this case alone")
+    parser.add_argument("--only", choices=CASES, help="run this case alone")
     parser.add_argument("--serve-fake", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fake:
