@@ -10,16 +10,25 @@ together and each builds and uploads its result.
 it returns at once; once the turn is older, it yields to the next turn and asks again there. The work
 then spreads over several short turns, in the order it arrived, and everything else gets in between.
 Nothing waits for a timer, so an idle bot pays one clock reading per call.
+
+Some work can also wait for a quiet moment. Posting a result is `urgent()`: the member is waiting for
+it. A result's reactions are not: the result is usable without them, and Discord lets a bot add about
+one reaction per quarter second per channel, so when a hundred jobs finish together, adding two hundred
+reactions in between would hold up every result behind them. Such work awaits `quiet()` first, which
+returns once nothing urgent is going on, or after `QUIET_CAP` seconds at the most.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 TURN_BUDGET = 0.005
 """Seconds of one loop turn that paced work may start in; later work waits for the next turn."""
+QUIET_CAP = 2.0
+"""Seconds at most that work waiting for a quiet moment waits, however busy the bot stays."""
 
 
 class Pacer:
@@ -31,6 +40,9 @@ class Pacer:
         self._began: float | None = None
         self.yields = 0
         """Times work was put off to a later turn (for the bench and the logs)."""
+        self._urgent = 0
+        self._calm = asyncio.Event()
+        self._calm.set()
 
     async def turn(self) -> None:
         """Return once this turn of the loop has room for more work (at once, unless it is already long)."""
@@ -48,3 +60,27 @@ class Pacer:
 
     def _next_turn(self) -> None:
         self._began = None
+
+    @property
+    def busy(self) -> bool:
+        """True while urgent work is going on."""
+        return self._urgent > 0
+
+    @contextlib.asynccontextmanager
+    async def urgent(self) -> AsyncIterator[None]:
+        """Count the enclosed work as urgent: work waiting in `quiet()` goes after it."""
+        self._urgent += 1
+        self._calm.clear()
+        try:
+            yield
+        finally:
+            self._urgent -= 1
+            if self._urgent == 0:
+                self._calm.set()
+
+    async def quiet(self, cap: float = QUIET_CAP) -> None:
+        """Return once no urgent work is going on (at once if none is), or after `cap` seconds at most."""
+        if self._urgent == 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._calm.wait(), cap)

@@ -20,8 +20,8 @@ action is dropped, and so is one whose job (same parent image, same member) was 
 
 A failed variation is explained in a short reply that deletes itself after `NOTICE_SECONDS`.
 `deliver_to_channel` posts a finished job outside an interaction (fitted files, an embed, the priced buttons,
-the attachments recorded in the image store, the result reactions); `add_result_reactions` is what every
-public result gets, whichever way it was posted.
+the attachments recorded in the image store, then the result reactions once the bot is quiet); the result
+reactions are what every public result gets, whichever way it was posted (`cogs.render.react_later`).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from cogs.buttons import NO_JOB, result_view
 from cogs.cancel import CANCEL, cancel_by_reaction, cancel_view
 from cogs.errors import friendly
 from cogs.guard import channel_allowed
-from cogs.render import FLAG, PROMPT_SHOWN, VARY, Renderer, add_result_reactions, clip, queue_line, result_footer
+from cogs.render import FLAG, PROMPT_SHOWN, VARY, Renderer, clip, queue_line, react_later, result_footer
 
 if TYPE_CHECKING:
     from bot.app import EaselBot
@@ -225,8 +225,27 @@ async def deliver_to_channel(
     """Post a finished job in `channel` (as a reply to message `reply_to`), mentioning `who`; the message.
 
     The images are fitted to the channel's upload limit, their attachments recorded in the image store,
-    and the result gets its reactions (and `view`, its buttons, when given).
+    and the result gets `view`, its buttons, when given; its reactions follow once no result is being posted.
     """
+    async with bot.pacer.urgent():
+        message = await _post_to_channel(
+            bot, channel, outcome, who, title=title, description=description, reply_to=reply_to, view=view
+        )
+    react_later(bot.in_flight, bot.pacer, message, outcome.job_id)
+    return message
+
+
+async def _post_to_channel(
+    bot: EaselBot,
+    channel: Destination,
+    outcome: JobOutcome,
+    who: discord.User | discord.Member,
+    *,
+    title: str,
+    description: str | None,
+    reply_to: int | None,
+    view: discord.ui.View | None,
+) -> discord.Message:
     fitted = await bot.workers.fit(
         outcome.result.images, max_bytes=filesize_limit(channel), stem=f"easel_{outcome.job_id}"
     )
@@ -251,7 +270,6 @@ async def deliver_to_channel(
     except Exception:
         # The images are posted and paid for; only finding them again from this message is lost.
         log.exception("job %d: could not record its attachments", outcome.job_id)
-    await add_result_reactions(message)
     return message
 
 

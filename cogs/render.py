@@ -20,8 +20,10 @@ or sent by direct message when the reply was private. Every failure is one sente
 `cogs.errors.friendly`, shown only to the member who asked.
 
 The work after the defer is paced (`bot.pacing`): when a burst arrives or many jobs finish together, each
-reply's start, each result's building and upload, and then its reactions wait for a turn of the event loop
-with room, so the bot stays responsive meanwhile. Defers are never paced: they answer Discord's 3 s rule.
+reply's start and each result's building and upload wait for a turn of the event loop with room, so the
+bot stays responsive meanwhile. Defers are never paced: they answer Discord's 3 s rule. A result is done
+once it is posted: its reactions are added afterwards, in a task of their own (still counted as in flight
+for a clean stop), once no other result is being posted, so they never hold up anyone's result.
 """
 
 from __future__ import annotations
@@ -93,6 +95,17 @@ async def add_result_reactions(message: discord.Message) -> None:
         except discord.HTTPException as error:
             log.info("could not add %s to message %s: %s", emoji, message.id, error)
             return
+
+
+def react_later(in_flight: InFlight, pacer: Pacer, message: discord.Message, job_id: int) -> None:
+    """Add the result reactions to `message` in a task of its own, once no result is being posted."""
+
+    async def react() -> None:
+        await pacer.quiet()
+        await pacer.turn()
+        await add_result_reactions(message)
+
+    in_flight.spawn(react(), name=f"reactions for job {job_id}")
 
 
 TOKEN_LIFETIME = dt.timedelta(minutes=14, seconds=30)
@@ -452,7 +465,23 @@ class Renderer:
         private: bool = False,
         headline: str | None = None,
     ) -> discord.Message:
-        """Replace the reply with the result (images, embed, buttons) and record where the images went."""
+        """Replace the reply with the result (images, embed, buttons) and record where the images went;
+        the result's reactions follow when the bot is quiet."""
+        async with self.pacer.urgent():
+            message = await self._post(interaction, outcome, who, private=private, headline=headline)
+        if not private and not message.flags.ephemeral:
+            react_later(self.in_flight, self.pacer, message, outcome.job_id)
+        return message
+
+    async def _post(
+        self,
+        interaction: discord.Interaction[Any],
+        outcome: JobOutcome,
+        who: Requester,
+        *,
+        private: bool,
+        headline: str | None,
+    ) -> discord.Message:
         await self.pacer.turn()
         images = outcome.result.images
         max_bytes = interaction.filesize_limit or DISCORD_MAX_BYTES
@@ -473,16 +502,8 @@ class Renderer:
         view = result_view(outcome.job_id, count, self.prices(job, images[0] if images else None))
         await self.pacer.turn()
         message = await self._send(interaction, uploads, embed=embed, view=view, private=private)
-        if reactions and not message.flags.ephemeral:
-            # Recording the attachments (a database write) and adding the reactions (Discord) go on together.
-            await asyncio.gather(self._attach(outcome.job_id, message, uploads), self._react(message))
-        else:
-            await self._attach(outcome.job_id, message, uploads)
+        await self._attach(outcome.job_id, message, uploads)
         return message
-
-    async def _react(self, message: discord.Message) -> None:
-        await self.pacer.turn()
-        await add_result_reactions(message)
 
     async def show_image(
         self, interaction: discord.Interaction[Any], job_id: int, index: int, *, private: bool = False

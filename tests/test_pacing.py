@@ -76,3 +76,54 @@ async def test_a_new_turn_gets_a_new_budget() -> None:
     before = pacer.yields
     await pacer.turn()
     assert pacer.yields == before
+
+
+async def test_quiet_returns_at_once_when_nothing_is_urgent() -> None:
+    pacer = Pacer()
+    assert not pacer.busy
+    await asyncio.wait_for(pacer.quiet(cap=30), timeout=1)
+
+
+async def test_quiet_waits_until_every_urgent_piece_of_work_has_ended() -> None:
+    pacer = Pacer()
+    order: list[str] = []
+    first, second = asyncio.Event(), asyncio.Event()
+
+    async def post(name: str, release: asyncio.Event) -> None:
+        async with pacer.urgent():
+            await release.wait()
+            order.append(name)
+
+    async def react() -> None:
+        await pacer.quiet(cap=30)
+        order.append("reactions")
+
+    posts = [asyncio.create_task(post("first", first)), asyncio.create_task(post("second", second))]
+    await asyncio.sleep(0)
+    assert pacer.busy
+    waiting = asyncio.create_task(react())
+    first.set()
+    await asyncio.sleep(0.01)
+    assert order == ["first"]
+    second.set()
+    await asyncio.gather(*posts, waiting)
+    assert order == ["first", "second", "reactions"]
+    assert not pacer.busy
+
+
+async def test_quiet_gives_up_waiting_after_its_cap() -> None:
+    """A bot that never goes quiet still adds its reactions, only later."""
+    pacer = Pacer()
+    never = asyncio.Event()
+
+    async def post() -> None:
+        async with pacer.urgent():
+            await never.wait()
+
+    busy = asyncio.create_task(post())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(pacer.quiet(cap=0.01), timeout=5)
+    assert pacer.busy
+    busy.cancel()
+    await asyncio.gather(busy, return_exceptions=True)
+    assert not pacer.busy

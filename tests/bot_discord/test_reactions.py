@@ -6,6 +6,7 @@ need no other cog; a real generate job stands behind each one.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -58,6 +59,8 @@ class World:
         assert isinstance(channel, discord.TextChannel)
         member = await channel.guild.fetch_member(self.alice.id)
         message = await deliver_to_channel(bot, channel, outcome, member, title=f"🎨 {prompt}")
+        # Its reactions follow in a task started here, not in bot-owned work: settling alone would miss it.
+        await asyncio.wait_for(bot.in_flight.idle(), timeout=10)
         await self.env.settle()
         return message
 
@@ -111,6 +114,34 @@ async def test_results_get_reactions_and_the_bots_own_are_ignored(world: World) 
     assert [str(r.emoji) for r in posted.reactions] == [VARY, FLAG]
     assert [r.count for r in posted.reactions] == [1, 1]
     assert await world.children(message) == []
+
+
+async def test_a_result_is_posted_before_its_reactions_which_wait_for_other_results(world: World) -> None:
+    """While another result is being posted, a finished result is out at once and its reactions wait."""
+    bot = world.bot
+    who = Requester(user_id=str(world.alice.id), guild_id=str(world.guild.id), channel_id=str(world.channel.id))
+    outcome = await bot.core.studio.generate(GenerateRequest(prompt="a red fox", n=1), who)
+    channel = bot.get_channel(world.channel.id)
+    assert isinstance(channel, discord.TextChannel)
+    member = await channel.guild.fetch_member(world.alice.id)
+    async with bot.pacer.urgent():  # another member's result, still uploading
+        message = await deliver_to_channel(bot, channel, outcome, member, title="🎨 a red fox")
+        posted = world.channel.last_message
+        assert posted is not None
+        assert posted.id == message.id
+        assert len(posted.attachments) == 1
+        await asyncio.sleep(0.05)  # time the reactions would have had, were they not waiting
+        waiting = world.channel.last_message
+        assert waiting is not None
+        assert waiting.reactions == []
+        assert bot.in_flight.running == 1  # the reactions, still to come, hold a clean stop
+    await asyncio.wait_for(bot.in_flight.idle(), timeout=10)
+    await world.env.settle()
+    reacted = world.channel.last_message
+    assert reacted is not None
+    assert reacted.id == message.id
+    assert [str(r.emoji) for r in reacted.reactions] == [VARY, FLAG]
+    assert bot.in_flight.running == 0
 
 
 async def test_repeat_varies_image_one_charged_to_the_reactor(world: World) -> None:
