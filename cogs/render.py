@@ -2,17 +2,18 @@
 
 `Renderer` is shared by /imagine and the buttons. A reply always goes the same way: the "thinking…"
 placeholder is edited into progress ("Estimated cost $0.21 · you have $1.79 left today"), while the job
-waits its turn into its place in line with a Cancel button (`cogs.cancel`), then into streamed previews
-(at most one every 2 s), and finally into the result: every image as its own attachment (at most ten),
-fitted to the upload limit off the event loop, and no grid. Discord shows two to ten attachments of one
-message as a gallery, in their order, and shows an attachment the embed references only inside the embed:
-so a single image is the embed's image, and several stay plain attachments (a grid beside them would only
-show every image twice). The embed has the prompt, the revised prompt, model, size, quality, the actual
-cost, the tightest budget left and when it resets, and any notes; a variation (or zoom, or pan) names
-the image it came from and shows the prompt it all started from. The footer names the job, once, with
-the reactions' hint ("Job #12 · React 🔁 to vary image 1 · 🚩 to report it"; just "Job #12" on a private
-result, which gets no reactions). Then come the priced buttons, each saying what it does (`cogs.buttons`).
-Where Discord holds each image is then recorded in the image store, so old buttons can fetch it back.
+waits its turn into its place in line with a Cancel button (`cogs.cancel`), then into streamed previews (at
+most one every 2 s, sent without holding up the stream), and finally into the result: every image as its own
+attachment (at most ten), fitted to the upload limit off the event loop, and no grid. Discord shows two to
+ten attachments of one message as a gallery, in their order, and shows an attachment the embed references
+only inside the embed: so a single image is the embed's image, and several stay plain attachments (a grid
+beside them would only show every image twice). The embed has the prompt, the revised prompt, model, size,
+quality, the actual cost, the tightest budget left and when it resets, and any notes; a variation (or zoom,
+or pan) names the image it came from and shows the prompt it all started from. The footer names the job,
+once, with the reactions' hint ("Job #12 · React 🔁 to vary image 1 · 🚩 to report it"; just "Job #12" on a
+private result, which gets no reactions). Then come the priced buttons, each saying what it does
+(`cogs.buttons`). Where Discord holds each image is then recorded in the image store, so old buttons can
+fetch it back.
 
 An interaction token lives 15 minutes. A result that arrives later (checked against `interaction.created_at`
 with a margin, or learnt from Discord's refusal) is posted in the channel with the member's mention instead,
@@ -216,7 +217,12 @@ class Upload:
 
 
 class PreviewUpdater:
-    """A `Studio.generate(on_partial=...)` handler that shows the latest preview at most once per `interval`."""
+    """A `Studio.generate(on_partial=...)` handler that shows the latest preview at most once per `interval`.
+
+    The stream never waits on Discord for a preview: each edit goes in a task of its own, and a preview
+    arriving while the last edit is still on its way is skipped (without counting against the interval).
+    `finish()` waits for that edit, so the result, posted after it, is never overwritten by a late preview.
+    """
 
     def __init__(
         self,
@@ -235,24 +241,38 @@ class PreviewUpdater:
         self._shared = shared
         """The allowance every reply's previews draw from (cogs.allowance); None: only `interval` limits."""
         self._last: float | None = None
+        self._editing: asyncio.Task[None] | None = None
         self.shown = 0
 
     async def __call__(self, partial: PartialImage) -> None:
         now = self._clock()
         if self._last is not None and now - self._last < self._interval:
             return
+        if self._editing is not None and not self._editing.done():
+            return  # the last preview is still on its way to Discord; the stream goes on without waiting
         if self._ready is not None and not self._ready():
             return  # the stream never waits on Discord for a courtesy edit
         if self._shared is not None and not self._shared.take():
             return  # many replies at once: this one skips a preview, the next (or the result) shows
         self._last = now
+        self._editing = asyncio.get_running_loop().create_task(self._edit(partial), name="preview edit")
+
+    async def _edit(self, partial: PartialImage) -> None:
         try:
             await self._show(partial)
         except discord.HTTPException as exc:
             # A preview is a courtesy: the job goes on, and the result replaces it anyway.
             log.debug("could not show a preview: %s", exc)
             return
+        except Exception:
+            log.exception("could not show a preview")
+            return
         self.shown += 1
+
+    async def finish(self) -> None:
+        """Wait for the preview edit on its way, if any (it never raises)."""
+        if self._editing is not None:
+            await asyncio.shield(self._editing)
 
 
 class Renderer:
@@ -434,11 +454,14 @@ class Renderer:
                 private=private,
                 before_edit=functools.partial(self._after_estimate, interaction.id),
             )
+            previews = self.preview(interaction)
             try:
                 try:
-                    outcome = await work(Hooks(self.preview(interaction), on_queue=watch))
+                    outcome = await work(Hooks(previews, on_queue=watch))
                 finally:
                     watch.close()
+                    # The result (or the failure) replaces the preview, so it goes after it.
+                    await previews.finish()
                     self._quotes.pop(interaction.id, None)
                     # The result (or the failure) replaces the estimate, so it goes after it.
                     await self._after_estimate(interaction.id)

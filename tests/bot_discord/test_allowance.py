@@ -26,9 +26,11 @@ async def test_previews_of_many_replies_share_one_allowance() -> None:
     replies = [updater(i) for i in range(3)]
     for reply in replies:
         await reply(partial())
+        await reply.finish()
     assert shown == [0, 1]
     now[0] += 0.5  # one more edit in the bucket; reply 2 has shown nothing yet, so it may
     await replies[2](partial())
+    await replies[2].finish()
     assert shown == [0, 1, 2]
     assert [reply.shown for reply in replies] == [1, 1, 1]
 
@@ -42,7 +44,10 @@ async def test_without_a_shared_allowance_only_the_interval_limits() -> None:
 
     updater = PreviewUpdater(show, interval=2.0, clock=lambda: now[0])
     await updater(partial(0))
+    await updater.finish()
     await updater(partial(1))
+    await updater.finish()
     now[0] += 2.0
     await updater(partial(2))
+    await updater.finish()
     assert [item.index for item in shown] == [0, 2]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator, Callable
@@ -331,6 +332,7 @@ async def test_previews_are_throttled_to_one_every_two_seconds() -> None:
     for sequence, moment in enumerate([0.0, 0.5, 1.9, 2.0, 3.0, 4.5]):
         now[0] = moment
         await update(PartialImage(index=0, sequence=sequence, data=b"png", mime="image/png"))
+        await update.finish()  # each edit answered before the next preview
 
     assert shown == [0, 3, 5]
     assert update.shown == 3
@@ -349,9 +351,51 @@ async def test_a_preview_is_skipped_while_the_estimate_is_on_its_way() -> None:
     await update(PartialImage(index=0, sequence=0, data=b"png", mime="image/png"))
     estimate_done = True
     await update(PartialImage(index=0, sequence=1, data=b"png", mime="image/png"))
+    await update.finish()
 
     assert shown == [1]
     assert update.shown == 1
+
+
+async def test_the_stream_never_waits_for_a_preview_edit() -> None:
+    """A slow edit (Discord rate-limiting, say) goes on by itself: the stream's call returns at once, previews
+    arriving meanwhile are skipped, and `finish()` waits for the edit, so the result is posted after it."""
+    now = [0.0]
+    answered = asyncio.Event()
+    shown: list[int] = []
+
+    async def show(partial: PartialImage) -> None:
+        await answered.wait()
+        shown.append(partial.sequence)
+
+    update = PreviewUpdater(show, clock=lambda: now[0])
+    await asyncio.wait_for(update(PartialImage(index=0, sequence=0, data=b"png", mime="image/png")), timeout=1)
+    now[0] = 5.0  # past the interval, but the first edit is still on its way
+    await asyncio.wait_for(update(PartialImage(index=0, sequence=1, data=b"png", mime="image/png")), timeout=1)
+    finishing = asyncio.create_task(update.finish())
+    await asyncio.sleep(0.01)
+    assert not finishing.done()
+    answered.set()
+    await asyncio.wait_for(finishing, timeout=1)
+    assert shown == [0]
+    assert update.shown == 1
+    now[0] = 10.0
+    await update(PartialImage(index=0, sequence=2, data=b"png", mime="image/png"))
+    await update.finish()
+    assert shown == [0, 2]
+
+
+async def test_a_preview_edit_that_breaks_costs_the_job_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    """An unexpected failure of the edit is logged; the stream and `finish()` go on without it."""
+
+    async def show(_partial: PartialImage) -> None:
+        raise RuntimeError("boom")
+
+    update = PreviewUpdater(show, clock=lambda: 0.0)
+    await update(PartialImage(index=0, sequence=0, data=b"png", mime="image/png"))
+    await update.finish()
+    assert update.shown == 0
+    assert [record.getMessage() for record in caplog.records] == ["could not show a preview"]
 
 
 def test_the_estimate_line_names_the_tightest_budget() -> None:
