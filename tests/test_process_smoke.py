@@ -328,6 +328,10 @@ async def test_a_job_does_not_wait_for_discord_to_take_its_estimate(start_bot: S
         result = await finished(bot, discord, token)
         assert discord.calls("PATCH", edits) == [held[0], result], "edits out of order"
         assert_clean(bot, discord)
+        # This fake closes before the fixture stops the bot: a bot still running reconnects its gateway
+        # meanwhile, and the fake's shutdown then waits out aiohttp's 60 s for that connection's handler.
+        bot.kill_group()
+        await bot.proc.wait()
 
 
 async def job_finished(database: Path) -> None:
