@@ -1171,7 +1171,10 @@ async def throughput_case(count: int, latency: float, options: Options) -> Resul
             provider = MockProvider(latency=latency, sleep=real_sleep)
             async with running_bot(provider, options, users=count, guilds=1, **caps) as world:
                 misses = cache.misses
-                with watch.watching() if options.profile and not drawn else contextlib.nullcontext():
+                profiler = cProfile.Profile() if options.profile and not drawn else None
+                with watch.watching() if profiler else contextlib.nullcontext():
+                    if profiler:
+                        profiler.enable()
                     lag.start()
                     start = time.perf_counter()
                     ids = await burst(world, count, lambda i: f"throughput {i}: a fox", size=SIZE)
@@ -1180,6 +1183,8 @@ async def throughput_case(count: int, latency: float, options: Options) -> Resul
                     await asyncio.wait_for(world.bot.in_flight.idle(), DONE_TIMEOUT)
                     reacted = time.perf_counter() - start
                     await lag.stop()
+                    if profiler:
+                        profiler.disable()
                 probe = world.probe
                 misses = cache.misses - misses
             failed = len(probe.failed)
@@ -1214,6 +1219,14 @@ async def throughput_case(count: int, latency: float, options: Options) -> Resul
                     breakdown(f"{count} jobs at {latency:g} s, pre-drawn: where the time went", probe, ids)
                 )
                 result.notes.append("\n".join([f"{count} jobs at {latency:g} s, event loop:", "", *watch.summary()]))
+                if profiler:
+                    out = io.StringIO()
+                    stats = pstats.Stats(profiler, stream=out)
+                    stats.sort_stats("tottime").print_stats(20)
+                    result.notes.append(
+                        f"cProfile of {count} jobs at {latency:g} s, pre-drawn, event loop thread, by own time:"
+                        f"\n\n```\n{_trim(out.getvalue())}```"
+                    )
     return result
 
 
