@@ -13,8 +13,9 @@ reply shows the `JobCancelled` sentence. Only the member who asked, or one who m
 may cancel; anyone else gets one private sentence. A job that has already started cannot be cancelled.
 Nothing is kept in memory that a restart would need: after one, the resumed jobs (`cogs.resume`) wait in
 the new queue under their old job ids, so an old Cancel button still cancels its job while it waits, and
-answers that it has started or ended afterwards. An old ❌ does nothing: which reply belongs to which job
-was kept in memory only.
+answers that it has started or ended afterwards. An old ❌ does the same: a reply the bot no longer
+remembers is read back from Discord, and the job is the one its Cancel button names (`job_on_message`);
+a reply without one (its job started, and the button went) is not a waiting reply.
 """
 
 from __future__ import annotations
@@ -100,11 +101,35 @@ async def cancel_by_click(interaction: discord.Interaction[Any], studio: Studio,
         await interaction.response.send_message(CANCELLED_FOR_SOMEONE.format(job_id=job_id), ephemeral=True)
 
 
+CANCEL_ID = re.compile(r"easel:cancel:(?P<job>\d+)")
+"""A Cancel button's custom_id (the template `CancelButton` matches)."""
+
+
+def job_on_message(message: discord.Message) -> int | None:
+    """The job whose Cancel button `message` shows, if it shows one."""
+    for row in message.components:
+        for item in getattr(row, "children", ()):
+            custom_id = getattr(item, "custom_id", None)
+            if custom_id is not None and (match := CANCEL_ID.fullmatch(custom_id)):
+                return int(match["job"])
+    return None
+
+
 async def cancel_by_reaction(
-    studio: Studio, ledger: Ledger, message_id: int, user_id: int, *, moderator: bool
+    studio: Studio,
+    ledger: Ledger,
+    message_id: int,
+    user_id: int,
+    *,
+    moderator: bool,
+    look_up: Callable[[], Awaitable[int | None]] | None = None,
 ) -> str | None:
-    """❌ on a waiting job's reply: None when done (or not a waiting reply), else the sentence for the member."""
+    """❌ on a waiting job's reply: None when done (or not a waiting reply), else the sentence for the member.
+
+    `look_up` finds the job of a reply this process does not remember (one from before a restart)."""
     job_id = waiting(studio).get(message_id)
+    if job_id is None and look_up is not None:
+        job_id = await look_up()
     if job_id is None:
         return None
     if await _owner(ledger, job_id, user_id) is False and not moderator:

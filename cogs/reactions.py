@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import io
 import logging
 from collections.abc import Sequence
@@ -48,7 +49,7 @@ from bot.store.images import ImageStore, extension
 from bot.store.ledger import iso, utc_now
 from cogs.allowance import allowance
 from cogs.buttons import NO_JOB, result_view
-from cogs.cancel import CANCEL, cancel_by_reaction, cancel_view
+from cogs.cancel import CANCEL, cancel_by_reaction, cancel_view, job_on_message
 from cogs.errors import friendly
 from cogs.guard import channel_allowed
 from cogs.render import FLAG, PROMPT_SHOWN, VARY, Renderer, clip, queue_line, react_later, result_footer
@@ -441,12 +442,31 @@ class Reactions(commands.Cog):
         try:
             moderator = self._may_manage(payload, channel)
             text = await cancel_by_reaction(
-                core.studio, core.ledger, payload.message_id, payload.user_id, moderator=moderator
+                core.studio,
+                core.ledger,
+                payload.message_id,
+                payload.user_id,
+                moderator=moderator,
+                look_up=functools.partial(self._job_on_message, payload, channel),
             )
             if text is not None and (user := await self._user(payload)) is not None:
                 await self._notice(channel, payload.message_id, user, text)
         except Exception:
             log.exception("cancelling by reaction on message %s failed", payload.message_id)
+
+    async def _job_on_message(self, payload: discord.RawReactionActionEvent, channel: Destination) -> int | None:
+        """The job whose Cancel button an Easel message shows (one from before a restart), read from Discord.
+
+        Only Easel's messages carry its buttons: the listener has already passed over messages Discord says
+        someone else wrote, and one whose author Discord left out is checked once fetched."""
+        try:
+            message = await channel.fetch_message(payload.message_id)
+        except discord.HTTPException:
+            return None
+        me = self.bot.user
+        if me is None or message.author.id != me.id:
+            return None
+        return job_on_message(message)
 
     # -- 🚩 -----------------------------------------------------------------------------------------------------
 

@@ -20,8 +20,8 @@ from bot.catalogue import ModelSpec
 from bot.config import Settings
 from bot.services import Core, open_core
 from bot.store.ledger import JobDraft, JobKind
-from cogs.cancel import cancel_view
-from cogs.errors import CANCEL_TOO_LATE
+from cogs.cancel import CANCEL, cancel_view
+from cogs.errors import CANCEL_NOT_YOURS, CANCEL_TOO_LATE
 from cogs.render import result_footer
 from cogs.resume import NOT_RESUMED
 from tests.bot_discord.test_cancel import hold_queue
@@ -293,6 +293,30 @@ async def test_without_the_resume_extension_queued_jobs_are_refunded(settings: S
         await second.close()
 
 
+async def only_the_running_job_is_made(env: simcord.Env, bot: EaselBot, provider: Held, running: int) -> None:
+    """Release the provider: the running job succeeds, and the cancelled one never reached it."""
+    provider.gate.set()
+    await env.settle()
+    assert await state(bot, running) == ("succeeded", "settled")
+    assert provider.calls == 1, "the cancelled job never reached the image service"
+
+
+def held_queue_bot(
+    settings: Settings, env: simcord.Env, provider: Held, extensions: Sequence[str] = EXTENSIONS
+) -> EaselBot:
+    """A bot to restart into whose provider waits for `provider.gate` and whose queue simcord may wait on."""
+
+    @contextlib.asynccontextmanager
+    async def open_services(settings: Settings) -> AsyncIterator[Core]:
+        async with open_core(settings, recover=True, resume_queued=True) as core:
+            core.images.provider = provider
+            assert core.queue is not None
+            hold_queue(env, core.queue)
+            yield core
+
+    return EaselBot(settings, workers="thread", extensions=tuple(extensions), open_services=open_services)
+
+
 async def test_an_old_cancel_button_cancels_a_resumed_job_still_waiting(settings: Settings) -> None:
     """A Cancel button from before the restart still takes its job out of line once it waits there again."""
     settings = settings.model_copy(update={"max_running": 1})
@@ -308,26 +332,53 @@ async def test_an_old_cancel_button_cancels_a_resumed_job_still_waiting(settings
             await channel.send("⏳ Queued: number 1 in line", view=cancel_view(waiting_job))
             (old,) = world.channel.history()
             provider = Held(env)
-
-            @contextlib.asynccontextmanager
-            async def open_services(settings: Settings) -> AsyncIterator[Core]:
-                async with open_core(settings, recover=True, resume_queued=True) as core:
-                    core.images.provider = provider
-                    assert core.queue is not None
-                    hold_queue(env, core.queue)
-                    yield core
-
-            second = EaselBot(settings, workers="thread", extensions=EXTENSIONS, open_services=open_services)
+            second = held_queue_bot(settings, env, provider)
             await env.restart_bot(second)
             assert provider.calls == 1, "one job runs, the other waits its turn"
 
             clicked = await world.alice.click(old, custom_id=f"easel:cancel:{waiting_job}")
             assert clicked.response is None or clicked.response.content != CANCEL_TOO_LATE
             assert await state(second, waiting_job) == ("cancelled", "refunded")
-            provider.gate.set()
+            await only_the_running_job_is_made(env, second, provider, running)
+    finally:
+        await first.close()
+        if second is not None:
+            await second.close()
+
+
+async def test_an_old_cross_reaction_cancels_a_resumed_job_still_waiting(settings: Settings) -> None:
+    """❌ on a reply from before the restart: the job is read off its Cancel button. A stranger's ❌ is told
+    no and changes nothing; the requester's takes the job out of line, fully refunded."""
+    settings = settings.model_copy(update={"max_running": 1})
+    first = make_bot(settings)
+    second: EaselBot | None = None
+    try:
+        async with simcord.run(first) as env:
+            world = World(env)
+            bob = world.guild.add_member(env.create_user("bob"))
+            running = await world.reserve(first, prompt="fox one")
+            waiting_job = await world.reserve(first, prompt="fox two")
+            channel = first.get_channel(world.channel.id)
+            assert isinstance(channel, discord.TextChannel)
+            await channel.send("⏳ Queued: number 1 in line", view=cancel_view(waiting_job))
+            await channel.send("🖌️ Starting…")  # a reply whose job started: no Cancel button left
+            old, started = world.channel.history()[-2:]
+            provider = Held(env)
+            second = held_queue_bot(settings, env, provider, extensions=(*EXTENSIONS, "cogs.reactions"))
+            await env.restart_bot(second)
+            assert provider.calls == 1, "one job runs, the other waits its turn"
+
+            await world.alice.react(started, CANCEL)
+            await bob.react(old, CANCEL)
             await env.settle()
-            assert await state(second, running) == ("succeeded", "settled")
-            assert provider.calls == 1, "the cancelled job never reached the image service"
+            assert await state(second, waiting_job) == ("queued", "reserved")
+            notices = [m for m in world.channel.history() if m.content.startswith(bob.mention)]
+            assert [CANCEL_NOT_YOURS in m.content for m in notices] == [True]
+
+            await world.alice.react(old, CANCEL)
+            await env.settle()
+            assert await state(second, waiting_job) == ("cancelled", "refunded")
+            await only_the_running_job_is_made(env, second, provider, running)
     finally:
         await first.close()
         if second is not None:
