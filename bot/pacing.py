@@ -11,11 +11,14 @@ it returns at once; once the turn is older, it yields to the next turn and asks 
 then spreads over several short turns, in the order it arrived, and everything else gets in between.
 Nothing waits for a timer, so an idle bot pays one clock reading per call.
 
-Some work can also wait for a quiet moment. Posting a result is `urgent()`: the member is waiting for
-it. A result's reactions are not: the result is usable without them, and Discord lets a bot add about
-one reaction per quarter second per channel, so when a hundred jobs finish together, adding two hundred
-reactions in between would hold up every result behind them. Such work awaits `quiet()` first, which
-returns once nothing urgent is going on, or after `QUIET_CAP` seconds at the most.
+Some work also goes before other work. A defer answers Discord's 3 s rule, and posting a result is
+what the member is waiting for; a reply's work after its defer can wait a little, and a result's
+reactions can wait longer (Discord lets a bot add about one reaction per quarter second per channel, and
+the result is usable without them). So the pacer keeps two kinds of urgent work, `defers` and
+`results`: each an `Urgent` count, whose `quiet()` returns once none of that kind is going on, or after
+`QUIET_CAP` seconds at the most. When two hundred interactions arrive together, their defers (paced
+too) go out over short turns first, and the replies' follow-up work starts once they are all out,
+instead of between them; when a hundred results go out together, their reactions follow them.
 """
 
 from __future__ import annotations
@@ -31,6 +34,39 @@ QUIET_CAP = 2.0
 """Seconds at most that work waiting for a quiet moment waits, however busy the bot stays."""
 
 
+class Urgent:
+    """A count of urgent work of one kind, and a way for other work to wait until there is none."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._calm = asyncio.Event()
+        self._calm.set()
+
+    @property
+    def busy(self) -> bool:
+        """True while urgent work of this kind is going on."""
+        return self._count > 0
+
+    @contextlib.asynccontextmanager
+    async def urgent(self) -> AsyncIterator[None]:
+        """Count the enclosed work as urgent: work waiting in `quiet()` goes after it."""
+        self._count += 1
+        self._calm.clear()
+        try:
+            yield
+        finally:
+            self._count -= 1
+            if self._count == 0:
+                self._calm.set()
+
+    async def quiet(self, cap: float = QUIET_CAP) -> None:
+        """Return once no urgent work of this kind is going on (at once if none is), or after `cap` s at most."""
+        if self._count == 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._calm.wait(), cap)
+
+
 class Pacer:
     """Spreads paced work over turns of the running event loop; one per bot, shared by every cog."""
 
@@ -40,9 +76,10 @@ class Pacer:
         self._began: float | None = None
         self.yields = 0
         """Times work was put off to a later turn (for the bench and the logs)."""
-        self._urgent = 0
-        self._calm = asyncio.Event()
-        self._calm.set()
+        self.defers = Urgent()
+        """Defers on their way: a reply's work after its defer, and reactions, wait for them."""
+        self.results = Urgent()
+        """Results being posted: reactions wait for them."""
 
     async def turn(self) -> None:
         """Return once this turn of the loop has room for more work (at once, unless it is already long)."""
@@ -60,27 +97,3 @@ class Pacer:
 
     def _next_turn(self) -> None:
         self._began = None
-
-    @property
-    def busy(self) -> bool:
-        """True while urgent work is going on."""
-        return self._urgent > 0
-
-    @contextlib.asynccontextmanager
-    async def urgent(self) -> AsyncIterator[None]:
-        """Count the enclosed work as urgent: work waiting in `quiet()` goes after it."""
-        self._urgent += 1
-        self._calm.clear()
-        try:
-            yield
-        finally:
-            self._urgent -= 1
-            if self._urgent == 0:
-                self._calm.set()
-
-    async def quiet(self, cap: float = QUIET_CAP) -> None:
-        """Return once no urgent work is going on (at once if none is), or after `cap` seconds at most."""
-        if self._urgent == 0:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._calm.wait(), cap)

@@ -380,7 +380,7 @@ class Actions:
     async def _defer(self, interaction: discord.Interaction[Any]) -> bool:
         """Acknowledge the click at once (the 3 s rule); True when the answer must stay private."""
         private = _private(interaction)
-        await interaction.response.defer(thinking=True, ephemeral=private)
+        await self._renderer.defer(interaction, ephemeral=private)
         return private
 
     async def pick(self, interaction: discord.Interaction[Any], job_id: int, index: int) -> None:

@@ -233,7 +233,7 @@ class Edit(commands.Cog):
         except EaselError as error:
             await self.renderer.fail(interaction, error)
             return
-        await interaction.response.defer(thinking=True, ephemeral=preview)
+        await self.renderer.defer(interaction, ephemeral=preview)
         if preview:
             await self._preview(interaction, image, mask, area)
             return
@@ -314,7 +314,7 @@ class Edit(commands.Cog):
         except EaselError as error:
             await self.renderer.fail(interaction, error)
             return
-        await interaction.response.defer(thinking=True)
+        await self.renderer.defer(interaction)
         who = self.renderer.requester(interaction)
 
         async def work(hooks: Hooks) -> JobOutcome:
@@ -352,7 +352,7 @@ class Edit(commands.Cog):
 
     async def vary_message(self, interaction: discord.Interaction[Any], message: discord.Message) -> None:
         """Vary image: a variation of the message's picture (Easel's stored copy for its own results)."""
-        await interaction.response.defer(thinking=True)
+        await self.renderer.defer(interaction)
         who = self.renderer.requester(interaction)
 
         async def work(hooks: Hooks) -> JobOutcome:
@@ -377,7 +377,7 @@ class Edit(commands.Cog):
         except EaselError as error:
             await self.renderer.fail(interaction, error)
             return
-        await interaction.response.defer(thinking=True)
+        await self.renderer.defer(interaction)
         who = self.renderer.requester(interaction)
 
         async def work(hooks: Hooks) -> JobOutcome:

@@ -131,7 +131,7 @@ class Imagine(commands.Cog, name=IMAGINE_COG):
         n: app_commands.Range[int, 1, 10] = 1,
         private: bool = False,
     ) -> None:
-        await interaction.response.defer(thinking=True, ephemeral=private)
+        await self.renderer.defer(interaction, ephemeral=private)
         who = self.renderer.requester(interaction)
         cap = self.settings.max_images
         if n > cap:

@@ -228,7 +228,7 @@ async def deliver_to_channel(
     The images are fitted to the channel's upload limit, their attachments recorded in the image store,
     and the result gets `view`, its buttons, when given; its reactions follow once no result is being posted.
     """
-    async with bot.pacer.urgent():
+    async with bot.pacer.results.urgent():
         message = await _post_to_channel(
             bot, channel, outcome, who, title=title, description=description, reply_to=reply_to, view=view
         )

@@ -20,11 +20,13 @@ with a margin, or learnt from Discord's refusal) is posted in the channel with t
 or sent by direct message when the reply was private. Every failure is one sentence from
 `cogs.errors.friendly`, shown only to the member who asked.
 
-The work after the defer is paced (`bot.pacing`): when a burst arrives or many jobs finish together, each
-reply's start and each result's building and upload wait for a turn of the event loop with room, so the
-bot stays responsive meanwhile. Defers are never paced: they answer Discord's 3 s rule. A result is done
+Everything is paced (`bot.pacing`): when a burst arrives or many jobs finish together, each defer
+(`Renderer.defer`), each reply's start and each result's building and upload wait for a turn of the
+event loop with room, so the bot stays responsive meanwhile. Defers go first: they answer Discord's 3 s
+rule, so a reply's work after its defer waits until no defer is on its way (2 s at most). A result is done
 once it is posted: its reactions are added afterwards, in a task of their own (still counted as in flight
-for a clean stop), once no other result is being posted, so they never hold up anyone's result.
+for a clean stop), once no defer is on its way and no other result is being posted, so they never hold up
+anyone's reply.
 """
 
 from __future__ import annotations
@@ -102,7 +104,8 @@ def react_later(in_flight: InFlight, pacer: Pacer, message: discord.Message, job
     """Add the result reactions to `message` in a task of its own, once no result is being posted."""
 
     async def react() -> None:
-        await pacer.quiet()
+        await pacer.defers.quiet()
+        await pacer.results.quiet()
         await pacer.turn()
         await add_result_reactions(message)
 
@@ -412,6 +415,14 @@ class Renderer:
         with contextlib.suppress(Exception):
             await asyncio.shield(task)
 
+    async def defer(
+        self, interaction: discord.Interaction[Any], *, thinking: bool = True, ephemeral: bool = False
+    ) -> None:
+        """Acknowledge `interaction` (the 3 s rule), before any reply's work after its own defer."""
+        async with self.pacer.defers.urgent():
+            await self.pacer.turn()
+            await interaction.response.defer(thinking=thinking, ephemeral=ephemeral)
+
     def preview(self, interaction: discord.Interaction[Any]) -> PreviewUpdater:
         """A throttled handler that puts the latest streamed preview into the reply."""
 
@@ -442,8 +453,9 @@ class Renderer:
         """Run `work` with live previews and its place in line (with a Cancel button while it waits), then
         deliver its outcome; any failure becomes one private sentence.
 
-        The caller has deferred already: the defer is never paced (the 3 s rule), the work after it is."""
+        The caller has deferred already (`defer`); the work after it waits until no defer is on its way."""
         async with self.in_flight.track():
+            await self.pacer.defers.quiet()
             await self.pacer.turn()
             job_id: int | None = None
             quote_text = functools.partial(self._queue_text, interaction.id)
@@ -490,7 +502,7 @@ class Renderer:
     ) -> discord.Message:
         """Replace the reply with the result (images, embed, buttons) and record where the images went;
         the result's reactions follow when the bot is quiet."""
-        async with self.pacer.urgent():
+        async with self.pacer.results.urgent():
             message = await self._post(interaction, outcome, who, private=private, headline=headline)
         if not private and not message.flags.ephemeral:
             react_later(self.in_flight, self.pacer, message, outcome.job_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.pacing import Pacer
+from bot.pacing import Pacer, Urgent
 
 
 class Clock:
@@ -79,13 +79,13 @@ async def test_a_new_turn_gets_a_new_budget() -> None:
 
 
 async def test_quiet_returns_at_once_when_nothing_is_urgent() -> None:
-    pacer = Pacer()
+    pacer = Urgent()
     assert not pacer.busy
     await asyncio.wait_for(pacer.quiet(cap=30), timeout=1)
 
 
 async def test_quiet_waits_until_every_urgent_piece_of_work_has_ended() -> None:
-    pacer = Pacer()
+    pacer = Urgent()
     order: list[str] = []
     first, second = asyncio.Event(), asyncio.Event()
 
@@ -113,7 +113,7 @@ async def test_quiet_waits_until_every_urgent_piece_of_work_has_ended() -> None:
 
 async def test_quiet_gives_up_waiting_after_its_cap() -> None:
     """A bot that never goes quiet still adds its reactions, only later."""
-    pacer = Pacer()
+    pacer = Urgent()
     never = asyncio.Event()
 
     async def post() -> None:

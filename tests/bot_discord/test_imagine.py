@@ -406,19 +406,23 @@ def test_the_estimate_line_names_the_tightest_budget() -> None:
 
 
 async def test_a_reply_goes_through_the_pacer_after_its_defer(env: simcord.Env, simcord_bot: EaselBot) -> None:
-    """The reply's start, the result's building, its upload and its reactions each wait for a turn of the
-    loop with room (`bot.pacing`); the defer before them does not."""
+    """The defer, then the reply's start, the result's building, its upload and its reactions each wait for
+    a turn of the loop with room (`bot.pacing`); only the defer's turn comes before the callback is sent."""
     channel, alice = world(env)
     pacer = simcord_bot.pacer
     original = pacer.turn
     deferred: list[bool] = []
 
+    urgent: list[bool] = []
+
     async def turn() -> None:
         deferred.append(any(entry.path.endswith("/callback") for entry in env.http_requests))
+        urgent.append(pacer.defers.busy)
         await original()
 
     pacer.turn = turn  # type: ignore[method-assign]
     result = await alice.slash(channel, "imagine", prompt="a paced fox")
     assert result.response is not None
     assert result.response.attachments
-    assert deferred == [True, True, True, True]
+    assert deferred == [False, True, True, True, True]
+    assert urgent == [True, False, False, False, False], "the defer is urgent work, and nothing after it is"

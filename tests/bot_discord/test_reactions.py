@@ -124,7 +124,7 @@ async def test_a_result_is_posted_before_its_reactions_which_wait_for_other_resu
     channel = bot.get_channel(world.channel.id)
     assert isinstance(channel, discord.TextChannel)
     member = await channel.guild.fetch_member(world.alice.id)
-    async with bot.pacer.urgent():  # another member's result, still uploading
+    async with bot.pacer.results.urgent():  # another member's result, still uploading
         message = await deliver_to_channel(bot, channel, outcome, member, title="🎨 a red fox")
         posted = world.channel.last_message
         assert posted is not None
