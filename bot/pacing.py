@@ -26,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+
+from bot.inflight import InFlight
 
 TURN_BUDGET = 0.005
 """Seconds of one loop turn that paced work may start in; later work waits for the next turn."""
@@ -38,33 +40,23 @@ class Urgent:
     """A count of urgent work of one kind, and a way for other work to wait until there is none."""
 
     def __init__(self) -> None:
-        self._count = 0
-        self._calm = asyncio.Event()
-        self._calm.set()
+        self._going = InFlight()
 
     @property
     def busy(self) -> bool:
         """True while urgent work of this kind is going on."""
-        return self._count > 0
+        return self._going.running > 0
 
-    @contextlib.asynccontextmanager
-    async def urgent(self) -> AsyncIterator[None]:
+    def urgent(self) -> contextlib.AbstractAsyncContextManager[None]:
         """Count the enclosed work as urgent: work waiting in `quiet()` goes after it."""
-        self._count += 1
-        self._calm.clear()
-        try:
-            yield
-        finally:
-            self._count -= 1
-            if self._count == 0:
-                self._calm.set()
+        return self._going.track()
 
     async def quiet(self, cap: float = QUIET_CAP) -> None:
         """Return once no urgent work of this kind is going on (at once if none is), or after `cap` s at most."""
-        if self._count == 0:
+        if not self.busy:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._calm.wait(), cap)
+            await asyncio.wait_for(self._going.idle(), cap)
 
 
 class Pacer:

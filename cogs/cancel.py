@@ -48,9 +48,11 @@ def waiting(studio: Studio) -> dict[int, int]:
     return _WAITING.setdefault(studio, {})
 
 
-class CancelButton(
-    _Guarded, discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=r"easel:cancel:(?P<job>\d+)"
-):
+CANCEL_ID = re.compile(r"easel:cancel:(?P<job>\d+)")
+"""A Cancel button's custom_id: the template `CancelButton` matches, and what `job_on_message` looks for."""
+
+
+class CancelButton(_Guarded, discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=CANCEL_ID.pattern):
     """Cancel: take a waiting job out of line, fully refunded."""
 
     def __init__(self, job_id: int) -> None:
@@ -99,10 +101,6 @@ async def cancel_by_click(interaction: discord.Interaction[Any], studio: Studio,
         await interaction.response.defer()
     else:
         await interaction.response.send_message(CANCELLED_FOR_SOMEONE.format(job_id=job_id), ephemeral=True)
-
-
-CANCEL_ID = re.compile(r"easel:cancel:(?P<job>\d+)")
-"""A Cancel button's custom_id (the template `CancelButton` matches)."""
 
 
 def job_on_message(message: discord.Message) -> int | None:

@@ -101,7 +101,8 @@ async def add_result_reactions(message: discord.Message) -> None:
 
 
 def react_later(in_flight: InFlight, pacer: Pacer, message: discord.Message, job_id: int) -> None:
-    """Add the result reactions to `message` in a task of its own, once no result is being posted."""
+    """Add the result reactions to `message` in a task of its own, once no defer is on its way and no result
+    is being posted."""
 
     async def react() -> None:
         await pacer.defers.quiet()
