@@ -19,6 +19,12 @@ the result is usable without them). So the pacer keeps two kinds of urgent work,
 `QUIET_CAP` seconds at the most. When two hundred interactions arrive together, their defers (paced
 too) go out over short turns first, and the replies' follow-up work starts once they are all out,
 instead of between them; when a hundred results go out together, their reactions follow them.
+
+The defers themselves go out a few at a time (`Pacer.callbacks`, a `Slots`): each is an HTTP request,
+and one that finds no idle keep-alive connection opens a new one. Sixteen at a time take over the
+connections the ones before them leave behind, instead of two hundred opening two hundred; one that
+waits a quarter of a second goes ahead on a connection of its own, so a slow Discord never stretches
+the 3 s rule.
 """
 
 from __future__ import annotations
@@ -26,10 +32,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from bot.inflight import InFlight
 
+CALLBACK_SLOTS = 16
+"""Defers on their way to Discord at once; more wait for one to finish and take its warm connection."""
+CALLBACK_PATIENCE = 0.25
+"""Seconds a defer waits for a slot before it goes ahead on a new connection of its own."""
 TURN_BUDGET = 0.005
 """Seconds of one loop turn that paced work may start in; later work waits for the next turn."""
 QUIET_CAP = 2.0
@@ -59,10 +69,53 @@ class Urgent:
             await asyncio.wait_for(self._going.idle(), cap)
 
 
+class Slots:
+    """At most `size` pieces of work at once; one that has waited `patience` seconds goes ahead anyway.
+
+    For the defers of a burst: each is an HTTP request, and one that finds no idle keep-alive connection
+    opens a new one (on Discord, a TCP and TLS handshake on the loop). A few at a time reuse the
+    connections the previous ones leave behind; the patience keeps a slow Discord from holding up the
+    3 s rule, since past it a defer opens a connection as it would without slots.
+    """
+
+    def __init__(self, size: int, patience: float) -> None:
+        self._free = asyncio.Semaphore(size)
+        self.patience = patience
+        self.taken = 0
+        """Slots held now."""
+        self.overflowed = 0
+        """Pieces that went ahead without a slot, having waited out the patience."""
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold a slot for the enclosed work, or go ahead without one after `patience` seconds."""
+        if not self._free.locked():
+            await self._free.acquire()  # a free slot: no task or timer for wait_for
+        else:
+            try:
+                await asyncio.wait_for(self._free.acquire(), self.patience)
+            except TimeoutError:
+                self.overflowed += 1
+                yield
+                return
+        self.taken += 1
+        try:
+            yield
+        finally:
+            self.taken -= 1
+            self._free.release()
+
+
 class Pacer:
     """Spreads paced work over turns of the running event loop; one per bot, shared by every cog."""
 
-    def __init__(self, budget: float = TURN_BUDGET, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        budget: float = TURN_BUDGET,
+        clock: Callable[[], float] = time.perf_counter,
+        callback_slots: int = CALLBACK_SLOTS,
+        callback_patience: float = CALLBACK_PATIENCE,
+    ) -> None:
         self.budget = budget
         self._clock = clock
         self._began: float | None = None
@@ -72,6 +125,8 @@ class Pacer:
         """Defers on their way: a reply's work after its defer, and reactions, wait for them."""
         self.results = Urgent()
         """Results being posted: reactions wait for them."""
+        self.callbacks = Slots(callback_slots, callback_patience)
+        """Defers on their way to Discord: a few at a time, on the connections the previous ones used."""
 
     async def turn(self) -> None:
         """Return once this turn of the loop has room for more work (at once, unless it is already long)."""

@@ -420,7 +420,7 @@ class Renderer:
         self, interaction: discord.Interaction[Any], *, thinking: bool = True, ephemeral: bool = False
     ) -> None:
         """Acknowledge `interaction` (the 3 s rule), before any reply's work after its own defer."""
-        async with self.pacer.defers.urgent():
+        async with self.pacer.defers.urgent(), self.pacer.callbacks.slot():
             await self.pacer.turn()
             await interaction.response.defer(thinking=thinking, ephemeral=ephemeral)
 

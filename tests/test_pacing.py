@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.pacing import Pacer, Urgent
+import pytest
+
+from bot.pacing import Pacer, Slots, Urgent
 
 
 class Clock:
@@ -127,3 +129,75 @@ async def test_quiet_gives_up_waiting_after_its_cap() -> None:
     busy.cancel()
     await asyncio.gather(busy, return_exceptions=True)
     assert not pacer.busy
+
+
+async def test_slots_let_so_many_pieces_through_at_once_in_the_order_they_came() -> None:
+    slots = Slots(2, patience=30)
+    running: list[int] = []
+    most = 0
+    order: list[int] = []
+    release = asyncio.Event()
+
+    async def piece(number: int) -> None:
+        nonlocal most
+        async with slots.slot():
+            order.append(number)
+            running.append(number)
+            most = max(most, len(running))
+            await release.wait()
+            running.remove(number)
+
+    pieces = [asyncio.create_task(piece(number)) for number in range(5)]
+    await asyncio.sleep(0.01)
+    assert order == [0, 1]
+    assert slots.taken == 2
+    release.set()
+    await asyncio.gather(*pieces)
+    assert order == [0, 1, 2, 3, 4]
+    assert most == 2
+    assert slots.taken == 0
+    assert slots.overflowed == 0
+
+
+async def test_a_piece_that_waits_out_its_patience_goes_ahead_without_a_slot() -> None:
+    """A slow Discord must not hold a defer back past the 3 s rule: past the patience it goes on its own."""
+    slots = Slots(1, patience=0.01)
+    held = asyncio.Event()
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with slots.slot():
+            held.set()
+            await release.wait()
+
+    holding = asyncio.create_task(holder())
+    await held.wait()
+    async with slots.slot():
+        assert slots.overflowed == 1
+        assert slots.taken == 1, "the piece that went ahead holds no slot"
+    release.set()
+    await holding
+    assert slots.taken == 0
+    # The slot the holder gave back is free: the next piece takes it at once.
+    async with slots.slot():
+        assert slots.taken == 1
+    assert slots.overflowed == 1
+
+
+async def test_a_piece_that_fails_gives_its_slot_back() -> None:
+    slots = Slots(1, patience=30)
+
+    async def fails() -> None:
+        async with slots.slot():
+            raise RuntimeError("Discord said no")
+
+    with pytest.raises(RuntimeError):
+        await fails()
+    assert slots.taken == 0
+
+    async def next_piece() -> int:
+        async with slots.slot():
+            return slots.taken
+
+    assert await asyncio.wait_for(next_piece(), timeout=1) == 1
+    assert slots.overflowed == 0

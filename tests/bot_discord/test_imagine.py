@@ -414,10 +414,12 @@ async def test_a_reply_goes_through_the_pacer_after_its_defer(env: simcord.Env, 
     deferred: list[bool] = []
 
     urgent: list[bool] = []
+    slotted: list[int] = []
 
     async def turn() -> None:
         deferred.append(any(entry.path.endswith("/callback") for entry in env.http_requests))
         urgent.append(pacer.defers.busy)
+        slotted.append(pacer.callbacks.taken)
         await original()
 
     pacer.turn = turn  # type: ignore[method-assign]
@@ -426,3 +428,4 @@ async def test_a_reply_goes_through_the_pacer_after_its_defer(env: simcord.Env, 
     assert result.response.attachments
     assert deferred == [False, True, True, True, True]
     assert urgent == [True, False, False, False, False], "the defer is urgent work, and nothing after it is"
+    assert slotted == [1, 0, 0, 0, 0], "the defer holds one of the callback slots, and gives it back"
