@@ -4,6 +4,8 @@
     python bench/bot.py --quick      # 50-interaction burst, 5 single jobs, the same 100 jobs
     python bench/bot.py --profile    # also: each case's time by piece, GC pauses, slowest loop callbacks
     python bench/bot.py --discord loopback   # Discord over real HTTP and a websocket, in another process
+    python bench/bot.py --repeat 3   # each case three times, on a fresh bot each: every run's figure, and
+                                     # how many runs met the target (this machine's speed swings a lot)
 
 The bot runs as in production (`workers="process"`, every extension, commands synced, data in a temporary
 folder), with the mock provider, whose drawing runs in two processes of its own (`DrawingProcesses`: a
@@ -90,6 +92,8 @@ class Options:
     """"simcord" (in this process) or "loopback" (the fake in its own process, over HTTP and a websocket)."""
     only: str | None = None
     """One case ("burst", "single" or "throughput"), or every case."""
+    repeat: int = 1
+    """Runs of each case, each on a fresh bot; the table shows every run's figure and how many passed."""
 
 
 # --- measuring ----------------------------------------------------------------------------------------------
@@ -969,10 +973,33 @@ class Row:
     measured: str
     target: str = "—"
     ok: bool | None = None
+    passed: tuple[int, int] | None = None
+    """With --repeat: (runs that met the target, runs); `ok` only when every run did."""
 
     def cells(self) -> list[str]:
         verdict = "—" if self.ok is None else "pass" if self.ok else "**FAIL**"
+        if self.passed is not None and self.ok is not None:
+            verdict += f" ({self.passed[0]} of {self.passed[1]} runs)"
         return [self.case, self.measured, self.target, verdict]
+
+
+def merged(runs: Sequence[Result]) -> Result:
+    """One table for several runs of a case: each row's figures side by side, and how many runs passed."""
+    if len(runs) == 1 or len({len(run.rows) for run in runs}) != 1:
+        return Result(rows=[row for run in runs for row in run.rows], notes=[n for run in runs for n in run.notes])
+    rows = []
+    for same in zip(*(run.rows for run in runs), strict=True):
+        verdicts = [row.ok for row in same if row.ok is not None]
+        rows.append(
+            Row(
+                same[0].case,
+                " · ".join(row.measured for row in same),
+                same[0].target,
+                all(verdicts) if verdicts else None,
+                (sum(verdicts), len(verdicts)) if verdicts else None,
+            )
+        )
+    return Result(rows=rows, notes=[note for run in runs for note in run.notes])
 
 
 @dataclass
@@ -1246,7 +1273,7 @@ async def run(options: Options) -> Result:
         for name in CASES:
             if options.only not in (None, name):
                 continue
-            part = await cases[name]()
+            part = merged([await cases[name]() for _ in range(options.repeat)])
             everything.rows += part.rows
             everything.notes += part.notes
     return everything
@@ -1270,12 +1297,17 @@ def main() -> None:
         help="Discord: simcord in the bot's process (default), or the loopback fake in its own process",
     )
     parser.add_argument("--only", choices=CASES, help="run this case alone")
+    parser.add_argument(
+        "--repeat", type=int, default=1, metavar="N", help="run each case N times, each on a fresh bot (default 1)"
+    )
     parser.add_argument("--serve-fake", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fake:
         serve_fake()
         return
-    options = Options(quick=args.quick, profile=args.profile, discord=args.discord, only=args.only)
+    if args.repeat < 1:
+        parser.error("--repeat takes a count of 1 or more")
+    options = Options(quick=args.quick, profile=args.profile, discord=args.discord, only=args.only, repeat=args.repeat)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("discord").setLevel(logging.ERROR)  # no voice support, no guilds intent: as intended
 
