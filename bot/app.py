@@ -116,6 +116,9 @@ class EaselBot(commands.Bot):
                 len(self._core.recovery.refunded),
                 len(self._core.recovery.unknown),
             )
+        # Jobs finishing a step together go on over several turns of the loop (through `pacer.turn` at the
+        # time of the call, so a test's stand-in pacer is used too).
+        self._core.studio.pace = lambda: self.pacer.turn()
         self._workers = await self._stack.enter_async_context(ImageWorkers(mode=self._workers_mode))
         self._background.append(asyncio.create_task(self._housekeeping(), name="easel-housekeeping"))
         for extension in self._extensions:

@@ -213,6 +213,10 @@ class Studio:
         self._credit_usd = credit_usd
         self._background: set[asyncio.Future[bool]] = set()
         self._active: set[int] = set()
+        self.pace: Callable[[], Awaitable[None]] | None = None
+        """Awaited before a job's start, before its call and after the provider's answer, so that jobs
+        finishing a step together (one group commit, answers arriving at once) go on over several turns
+        of the event loop instead of one long one. The bot sets it to its pacer (`bot.pacing`)."""
 
     @property
     def billable(self) -> bool:
@@ -381,6 +385,7 @@ class Studio:
             raise
         finally:
             self._active.discard(job_id)
+        await self._paced()
         cost = self._cost(plan, result)
         # Settling (a ledger write) and keeping the images (hashing and writing files, then their rows) wait
         # on different things, so they go on together; the rows often share the settlement's commit.
@@ -419,7 +424,9 @@ class Studio:
         queue = self.queue
         if queue is None:
             await _report(on_queue, QueueUpdate(job_id, 0))
+            await self._paced()
             await self._start(job_id, attempt)
+            await self._paced()
             return await plan.call()
         tries, delay, note = 1, 0.0, ""
         since: float | None = None
@@ -433,7 +440,9 @@ class Studio:
                 delay=delay,
                 admitted=admitted and tries == 1,
             ):
+                await self._paced()
                 await self._start(job_id, attempt)
+                await self._paced()
                 try:
                     return await plan.call()
                 except RateLimited as error:
@@ -450,6 +459,10 @@ class Studio:
                 f"(try {tries} of {queue.rate_limit_tries})."
             )
             log.info("job %d: rate limited, retrying in %.1f s (try %d)", job_id, wait, tries)
+
+    async def _paced(self) -> None:
+        if self.pace is not None:
+            await self.pace()
 
     async def _start(self, job_id: int, attempt: _Attempt) -> None:
         if not await self.ledger.start(job_id):

@@ -11,6 +11,11 @@ it returns at once; once the turn is older, it yields to the next turn and asks 
 then spreads over several short turns, in the order it arrived, and everything else gets in between.
 Nothing waits for a timer, so an idle bot pays one clock reading per call.
 
+Work becomes ready together wherever many waits end at once, so the turns are taken there: each
+command's first step (the tree's check), the defer, the estimate edit, a job's start, its call and the
+provider's answer (`Studio.pace`: a group commit ends many reservations and starts at once), a result's
+building and its upload, and its reactions.
+
 Some work also goes before other work. A defer answers Discord's 3 s rule, and posting a result is
 what the member is waiting for; a reply's work after its defer can wait a little, and a result's
 reactions can wait longer (Discord lets a bot add about one reaction per quarter second per channel, and

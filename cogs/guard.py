@@ -30,6 +30,7 @@ import discord
 
 from bot.config import Settings
 from bot.inflight import InFlight
+from bot.pacing import Pacer
 from cogs.errors import CannotPost, OutsideChannels, Stopping, friendly
 
 if TYPE_CHECKING:
@@ -123,10 +124,11 @@ async def admit(interaction: discord.Interaction[Any], settings: Settings, *, po
     return False
 
 
-def tree_check(settings: Settings, previous: Check) -> Check:
+def tree_check(settings: Settings, previous: Check, pacer: Pacer) -> Check:
     """The tree's global check: the guard, then whatever check was installed before."""
 
     async def check(interaction: discord.Interaction[Any]) -> bool:
+        await pacer.turn()
         # Suggestions cost nothing and cannot carry a sentence; the command itself is checked when sent.
         if interaction.type is discord.InteractionType.autocomplete:
             return await previous(interaction)
@@ -144,7 +146,7 @@ async def setup(bot: EaselBot) -> None:
     tree = bot.tree
     # commands.Bot builds the tree itself; replacing its check on the instance spares a CommandTree subclass
     # and lets the extension be loaded and unloaded like any other.
-    tree.interaction_check = tree_check(bot.settings, tree.interaction_check)  # type: ignore[method-assign]
+    tree.interaction_check = tree_check(bot.settings, tree.interaction_check, bot.pacer)  # type: ignore[method-assign]
 
 
 async def teardown(bot: EaselBot) -> None:

@@ -377,6 +377,7 @@ class Renderer:
 
     async def progress(self, interaction: discord.Interaction[Any], text: str) -> None:
         """Show `text` in the reply (the deferred "thinking…" message); a failure here only gets logged."""
+        await self.pacer.turn()
         try:
             await interaction.edit_original_response(content=text)
         except discord.HTTPException as exc:

@@ -90,6 +90,26 @@ async def test_success_charges_the_actual_cost(respx_mock: respx.MockRouter, stu
     assert await net(db) == 53_210
 
 
+@respx.mock(base_url=BASE)
+async def test_a_job_takes_a_turn_before_its_start_before_its_call_and_after_the_answer(
+    respx_mock: respx.MockRouter, studio: Studio, db: Database
+) -> None:
+    """`Studio.pace` is awaited where many jobs become ready together (one group commit ends many
+    reservations and starts; answers arrive at once), so the bot's pacer can spread them over turns."""
+    route = respx_mock.post("/images/generations").mock(return_value=answer())
+    seen: list[tuple[str, str, int]] = []
+
+    async def pace() -> None:
+        row = await db.fetchone("SELECT status, cost_state FROM jobs ORDER BY id DESC LIMIT 1")
+        assert row is not None
+        seen.append((row["status"], row["cost_state"], route.call_count))
+
+    studio.pace = pace
+    outcome = await studio.generate(GenerateRequest(prompt="a fox", quality="medium", size="1024x1024"), ALICE)
+    assert seen == [("queued", "reserved", 0), ("running", "reserved", 0), ("running", "reserved", 1)]
+    assert (await job(db, outcome.job_id))["cost_state"] == "settled"
+
+
 @respx.mock(base_url=BASE, assert_all_called=False)
 async def test_invalid_request_is_rejected_for_free(respx_mock: respx.MockRouter, studio: Studio, db: Database) -> None:
     """A request the model cannot take costs nothing, sends nothing, and leaves a job with the reason."""

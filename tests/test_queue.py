@@ -461,6 +461,23 @@ async def test_studio_respects_the_global_limit(db: Database, catalogue: Catalog
     await counters_match_ledger(db)
 
 
+async def test_a_queued_job_takes_its_turns_inside_its_slot(db: Database, catalogue: Catalogue, provider: Held) -> None:
+    """With a queue, the turns before the start and the call come once the job has its slot; the turn after
+    the answer comes once the slot is free for the next job."""
+    jobs = queue(max_running=1)
+    studio = make_studio(db, catalogue, provider, jobs)
+    seen: list[tuple[int, int]] = []
+
+    async def pace() -> None:
+        seen.append((jobs.running, provider.running))
+
+    studio.pace = pace
+    provider.open.set()
+    outcome = await studio.generate(REQ, ALICE)
+    assert seen == [(1, 0), (1, 0), (0, 0)], "twice in the slot before the call, then once it is given back"
+    assert (await row(db, outcome.job_id))["status"] == "succeeded"
+
+
 async def test_studio_round_robin(db: Database, catalogue: Catalogue, provider: Held) -> None:
     """Alice's ten jobs, then Bob's one: Bob's is the second to reach the provider."""
     jobs = queue(max_running=1)

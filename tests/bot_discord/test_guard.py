@@ -56,6 +56,28 @@ async def test_outside_the_allowed_channels_one_private_sentence_and_no_job(
     assert await simcord_bot.core.db.fetchval("SELECT COALESCE(SUM(cost), 0) FROM jobs") == 0
 
 
+async def test_the_guard_waits_for_a_turn_with_room_before_anything_else(
+    env: simcord.Env, simcord_bot: EaselBot, settings: Settings
+) -> None:
+    """A command's first step is paced (`bot.pacing`): when 200 arrive together, their checks and defers
+    spread over short turns of the loop. The turn comes before the guard answers, even with a refusal."""
+    channel, alice = world(env)
+    settings.channels = str(env.guild.create_text_channel("studio").id)
+    pacer = simcord_bot.pacer
+    original = pacer.turn
+    answered: list[bool] = []
+
+    async def turn() -> None:
+        answered.append(any(entry.path.endswith("/callback") for entry in env.http_requests))
+        await original()
+
+    pacer.turn = turn  # type: ignore[method-assign]
+    result = await alice.slash(channel, "imagine", prompt="a red fox")
+
+    assert result.ephemeral
+    assert answered == [False], "one turn, before the refusal went out"
+
+
 async def test_an_allowed_channel_works(env: simcord.Env, simcord_bot: EaselBot, settings: Settings) -> None:
     """In a listed channel the image arrives as usual."""
     channel, alice = world(env)

@@ -406,8 +406,9 @@ def test_the_estimate_line_names_the_tightest_budget() -> None:
 
 
 async def test_a_reply_goes_through_the_pacer_after_its_defer(env: simcord.Env, simcord_bot: EaselBot) -> None:
-    """The defer, then the reply's start, the result's building, its upload and its reactions each wait for
-    a turn of the loop with room (`bot.pacing`); only the defer's turn comes before the callback is sent."""
+    """The defer, then the reply's start, its estimate, the job's steps, the result's building, its upload and
+    its reactions each wait for a turn of the loop with room (`bot.pacing`); only the defer's turn comes
+    before the callback is sent."""
     channel, alice = world(env)
     pacer = simcord_bot.pacer
     original = pacer.turn
@@ -426,6 +427,8 @@ async def test_a_reply_goes_through_the_pacer_after_its_defer(env: simcord.Env, 
     result = await alice.slash(channel, "imagine", prompt="a paced fox")
     assert result.response is not None
     assert result.response.attachments
-    assert deferred == [False, True, True, True, True]
-    assert urgent == [True, False, False, False, False], "the defer is urgent work, and nothing after it is"
-    assert slotted == [1, 0, 0, 0, 0], "the defer holds one of the callback slots, and gives it back"
+    # The defer; the reply's start; the estimate edit; before the job's start, before its call and after
+    # the provider's answer (`Studio.pace`); the result's building and its upload; its reactions.
+    assert deferred == [False] + [True] * 8
+    assert urgent == [True] + [False] * 8, "the defer is urgent work, and nothing after it is"
+    assert slotted == [1] + [0] * 8, "the defer holds one of the callback slots, and gives it back"
