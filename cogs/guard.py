@@ -19,6 +19,8 @@ The setup installs the check on the command tree (`CommandTree.interaction_check
 for slash commands and context menus). Buttons and forms are dispatched by discord.py's view store, not the
 tree: their owners call `admit` (or `guard_problem`) first. Raw reaction handlers call `channel_allowed`.
 A command whose answer is text only opts out of the permission check with `extras={TEXT_ONLY: True}`.
+The check first takes a turn of the loop with room (`bot.pacing`): it is each command's first step, and
+when two hundred arrive together their steps would otherwise all run in one long turn.
 """
 
 from __future__ import annotations
