@@ -528,6 +528,9 @@ class Renderer:
             self._ledger.job(outcome.job_id),
             self._budget(who, outcome.result.model),
         )
+        # The lookups of many results end in one database hand-off; building each embed and its priced
+        # buttons (~0.5 ms) is work of its own to spread.
+        await self.pacer.turn()
         count = len(uploads)
         # One image is the embed's image; several stay attachments, which Discord lays out as a gallery
         # (an attachment the embed shows is shown only inside the embed).

@@ -428,7 +428,8 @@ async def test_a_reply_goes_through_the_pacer_after_its_defer(env: simcord.Env, 
     assert result.response is not None
     assert result.response.attachments
     # The defer; the reply's start; the estimate edit; before the job's start, before its call and after
-    # the provider's answer (`Studio.pace`); the result's building and its upload; its reactions.
-    assert deferred == [False] + [True] * 8
-    assert urgent == [True] + [False] * 8, "the defer is urgent work, and nothing after it is"
-    assert slotted == [1] + [0] * 8, "the defer holds one of the callback slots, and gives it back"
+    # the provider's answer (`Studio.pace`); the result's lookups, its embed and buttons, its upload; its
+    # reactions.
+    assert deferred == [False] + [True] * 9
+    assert urgent == [True] + [False] * 9, "the defer is urgent work, and nothing after it is"
+    assert slotted == [1] + [0] * 9, "the defer holds one of the callback slots, and gives it back"
