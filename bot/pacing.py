@@ -35,6 +35,7 @@ the 3 s rule.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
@@ -84,31 +85,60 @@ class Slots:
     """
 
     def __init__(self, size: int, patience: float) -> None:
-        self._free = asyncio.Semaphore(size)
+        self.size = size
         self.patience = patience
         self.taken = 0
         """Slots held now."""
         self.overflowed = 0
         """Pieces that went ahead without a slot, having waited out the patience."""
+        # A future and a timer a waiting piece: a semaphore behind `wait_for` costs a task each, and in a
+        # burst nearly every defer waits.
+        self._line: collections.deque[asyncio.Future[bool]] = collections.deque()
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold a slot for the enclosed work, or go ahead without one after `patience` seconds."""
-        if not self._free.locked():
-            await self._free.acquire()  # a free slot: no task or timer for wait_for
-        else:
-            try:
-                await asyncio.wait_for(self._free.acquire(), self.patience)
-            except TimeoutError:
-                self.overflowed += 1
-                yield
-                return
-        self.taken += 1
+        held = await self._take()
         try:
             yield
         finally:
-            self.taken -= 1
-            self._free.release()
+            if held:
+                self._give_back()
+
+    async def _take(self) -> bool:
+        """True once this piece holds a slot; False once it has waited out the patience without one."""
+        if self.taken < self.size and not self._line:
+            self.taken += 1
+            return True
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._line.append(waiter)
+        timer = loop.call_later(self.patience, _give_up, waiter)
+        try:
+            held = await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.result():
+                self._give_back()  # handed a slot just as it was cancelled: the next in line has it
+            raise
+        finally:
+            timer.cancel()
+        if not held:
+            self.overflowed += 1
+        return held
+
+    def _give_back(self) -> None:
+        """Hand the slot straight to the first piece still waiting, or free it."""
+        while self._line:
+            waiter = self._line.popleft()
+            if not waiter.done():  # not given up, not cancelled
+                waiter.set_result(True)
+                return
+        self.taken -= 1
+
+
+def _give_up(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
 
 
 class Pacer:

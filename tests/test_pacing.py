@@ -201,3 +201,54 @@ async def test_a_piece_that_fails_gives_its_slot_back() -> None:
 
     assert await asyncio.wait_for(next_piece(), timeout=1) == 1
     assert slots.overflowed == 0
+
+
+async def test_a_piece_cancelled_in_line_takes_no_slot_and_the_next_one_gets_it() -> None:
+    slots = Slots(1, patience=30)
+    release = asyncio.Event()
+    order: list[str] = []
+
+    async def piece(name: str) -> None:
+        async with slots.slot():
+            order.append(name)
+            await release.wait()
+
+    holder = asyncio.create_task(piece("holder"))
+    await asyncio.sleep(0)
+    cancelled = asyncio.create_task(piece("cancelled"))
+    last = asyncio.create_task(piece("last"))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    release.set()
+    await asyncio.gather(holder, last)
+    assert cancelled.cancelled()
+    assert order == ["holder", "last"]
+    assert slots.taken == 0
+    assert slots.overflowed == 0
+
+
+async def test_a_slot_handed_to_a_piece_as_it_is_cancelled_passes_on() -> None:
+    """The holder leaves and the next in line is cancelled before it runs: the slot goes to the one after."""
+    slots = Slots(1, patience=30)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def piece(name: str) -> None:
+        async with slots.slot():
+            order.append(name)
+            await release.wait()
+
+    holder = asyncio.create_task(piece("holder"))
+    await asyncio.sleep(0)
+    unlucky = asyncio.create_task(piece("unlucky"))
+    after = asyncio.create_task(piece("after"))
+    await asyncio.sleep(0)
+    release.set()
+    # One turn: the holder wakes, leaves and hands its slot to `unlucky`, which has not run since.
+    await asyncio.sleep(0)
+    assert order == ["holder"]
+    unlucky.cancel()
+    await asyncio.wait_for(asyncio.gather(holder, after), timeout=1)
+    assert unlucky.cancelled()
+    assert order == ["holder", "after"]
+    assert slots.taken == 0
