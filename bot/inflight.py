@@ -81,7 +81,8 @@ class InFlight:
             return True
         log.info("stopping: waiting up to %.0f s for %d repl(ies) in flight", grace, self._running)
         try:
-            await asyncio.wait_for(self.idle(), grace)
+            async with asyncio.timeout(grace):  # not wait_for, which on 3.11 can lose a cancellation
+                await self.idle()
         except TimeoutError:
             log.warning("stopping: %d repl(ies) still in flight after %.0f s; closing anyway", self._running, grace)
             return False

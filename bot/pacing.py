@@ -71,8 +71,10 @@ class Urgent:
         """Return once no urgent work of this kind is going on (at once if none is), or after `cap` s at most."""
         if not self.busy:
             return
+        # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancellation that comes as the wait ends.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._going.idle(), cap)
+            async with asyncio.timeout(cap):
+                await self._going.idle()
 
 
 class Slots:

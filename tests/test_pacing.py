@@ -252,3 +252,29 @@ async def test_a_slot_handed_to_a_piece_as_it_is_cancelled_passes_on() -> None:
     assert unlucky.cancelled()
     assert order == ["holder", "after"]
     assert slots.taken == 0
+
+
+async def test_a_piece_cancelled_as_the_urgent_work_ends_stays_cancelled() -> None:
+    """The wait ends and the waiting task is cancelled before it runs again: the cancellation is not lost."""
+    pacer = Urgent()
+    release = asyncio.Event()
+    went_on: list[str] = []
+
+    async def react() -> None:
+        await pacer.quiet(cap=30)
+        went_on.append("reactions")
+
+    async def post() -> None:
+        async with pacer.urgent():
+            await release.wait()
+        waiting.cancel()  # in the same step that ended the urgent work: the waiter has not run since
+
+    posting = asyncio.create_task(post())
+    await asyncio.sleep(0)
+    waiting = asyncio.create_task(react())
+    await asyncio.sleep(0)
+    release.set()
+    await posting
+    await asyncio.gather(waiting, return_exceptions=True)
+    assert waiting.cancelled()
+    assert went_on == []

@@ -579,4 +579,5 @@ class ImageStore:
                     report.kept_bytes / 1_048_576,
                 )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+                async with asyncio.timeout(interval_s):  # not wait_for, which on 3.11 can lose a cancellation
+                    await stop.wait()
