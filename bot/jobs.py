@@ -424,9 +424,7 @@ class Studio:
         queue = self.queue
         if queue is None:
             await _report(on_queue, QueueUpdate(job_id, 0))
-            await self._paced()
             await self._start(job_id, attempt)
-            await self._paced()
             return await plan.call()
         tries, delay, note = 1, 0.0, ""
         since: float | None = None
@@ -440,9 +438,7 @@ class Studio:
                 delay=delay,
                 admitted=admitted and tries == 1,
             ):
-                await self._paced()
                 await self._start(job_id, attempt)
-                await self._paced()
                 try:
                     return await plan.call()
                 except RateLimited as error:
@@ -465,10 +461,13 @@ class Studio:
             await self.pace()
 
     async def _start(self, job_id: int, attempt: _Attempt) -> None:
+        """Mark the job running, with a paced turn before (many start together) and after (before the call)."""
+        await self._paced()
         if not await self.ledger.start(job_id):
             attempt.lost = True
             raise JobCancelled("This job is no longer waiting to run; it was cancelled or has already finished.")
         attempt.sent = True
+        await self._paced()
 
     # -- the queue --------------------------------------------------------------------------------------
 

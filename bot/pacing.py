@@ -93,7 +93,7 @@ class Slots:
         """Slots held now."""
         self.overflowed = 0
         """Pieces that went ahead without a slot, having waited out the patience."""
-        # A future and a timer a waiting piece: a semaphore behind `wait_for` costs a task each, and in a
+        # A future and a timer for each waiting piece: a semaphore behind `wait_for` costs a task each, and in a
         # burst nearly every defer waits.
         self._line: collections.deque[asyncio.Future[bool]] = collections.deque()
 

@@ -203,21 +203,29 @@ async def test_a_piece_that_fails_gives_its_slot_back() -> None:
     assert slots.overflowed == 0
 
 
-async def test_a_piece_cancelled_in_line_takes_no_slot_and_the_next_one_gets_it() -> None:
-    slots = Slots(1, patience=30)
-    release = asyncio.Event()
-    order: list[str] = []
+async def three_in_line(
+    slots: Slots, names: tuple[str, str, str], order: list[str], release: asyncio.Event
+) -> list[asyncio.Task[None]]:
+    """A holder of `slots`' one slot and two pieces waiting behind it, in that order; each notes its name in
+    `order` once it holds the slot, then waits for `release`."""
 
     async def piece(name: str) -> None:
         async with slots.slot():
             order.append(name)
             await release.wait()
 
-    holder = asyncio.create_task(piece("holder"))
+    holder = asyncio.create_task(piece(names[0]))
     await asyncio.sleep(0)
-    cancelled = asyncio.create_task(piece("cancelled"))
-    last = asyncio.create_task(piece("last"))
+    waiting = [asyncio.create_task(piece(name)) for name in names[1:]]
     await asyncio.sleep(0)
+    return [holder, *waiting]
+
+
+async def test_a_piece_cancelled_in_line_takes_no_slot_and_the_next_one_gets_it() -> None:
+    slots = Slots(1, patience=30)
+    release = asyncio.Event()
+    order: list[str] = []
+    holder, cancelled, last = await three_in_line(slots, ("holder", "cancelled", "last"), order, release)
     cancelled.cancel()
     release.set()
     await asyncio.gather(holder, last)
@@ -232,17 +240,7 @@ async def test_a_slot_handed_to_a_piece_as_it_is_cancelled_passes_on() -> None:
     slots = Slots(1, patience=30)
     order: list[str] = []
     release = asyncio.Event()
-
-    async def piece(name: str) -> None:
-        async with slots.slot():
-            order.append(name)
-            await release.wait()
-
-    holder = asyncio.create_task(piece("holder"))
-    await asyncio.sleep(0)
-    unlucky = asyncio.create_task(piece("unlucky"))
-    after = asyncio.create_task(piece("after"))
-    await asyncio.sleep(0)
+    holder, unlucky, after = await three_in_line(slots, ("holder", "unlucky", "after"), order, release)
     release.set()
     # One turn: the holder wakes, leaves and hands its slot to `unlucky`, which has not run since.
     await asyncio.sleep(0)
