@@ -460,6 +460,7 @@ def instrumented(probe: Probe) -> Iterator[None]:
     from bot.queue import JobQueue
     from bot.store.images import ImageStore
     from bot.store.ledger import Ledger
+    from cogs.first import FirstAnswers
     from cogs.render import Renderer
 
     with contextlib.ExitStack() as stack:
@@ -516,16 +517,25 @@ def instrumented(probe: Probe) -> Iterator[None]:
         aiohttp.ClientRequest.write_bytes = write_bytes  # type: ignore[method-assign]
         stack.callback(setattr, aiohttp.ClientRequest, "write_bytes", original_write)
 
-        original_init = discord.Interaction.__init__
+        original_parse = FirstAnswers.parse
 
-        def init(self: Any, *, data: Any, state: Any) -> None:
+        def parse(self: FirstAnswers, data: Any) -> None:
             probe.parsed.setdefault(int(data["id"]), time.perf_counter())
             if not probe.loop_cpu:
                 probe.loop_cpu.append(time.thread_time())
-            original_init(self, data=data, state=state)
+            original_parse(self, data)
 
-        discord.Interaction.__init__ = init  # type: ignore[method-assign]
-        stack.callback(setattr, discord.Interaction, "__init__", original_init)
+        FirstAnswers.parse = parse  # type: ignore[method-assign]
+        stack.callback(setattr, FirstAnswers, "parse", original_parse)
+
+        original_ack = FirstAnswers._ack
+
+        async def ack(self: FirstAnswers, interaction_id: int, *args: Any) -> bool:
+            probe.defer_called.setdefault(interaction_id, time.perf_counter())
+            return await original_ack(self, interaction_id, *args)
+
+        FirstAnswers._ack = ack  # type: ignore[method-assign]
+        stack.callback(setattr, FirstAnswers, "_ack", original_ack)
 
         for owner, name, label in (
             (discord.InteractionResponse, "defer", "defer (type-5 callback)"),
@@ -812,6 +822,9 @@ async def running_bot(
     with tempfile.TemporaryDirectory(prefix="easel-bench-") as folder:
         async with opened(provider, Path(folder) / "data", users=users, guilds=guilds, **caps) as world:
             with instrumented(world.probe):
+                # The gateway holds the frame parser it was given at start: hand it the instrumented one.
+                world.bot.first_answers.uninstall()
+                world.bot.first_answers.install()
                 yield world
             await world.settle()
 
@@ -1052,8 +1065,8 @@ def defer_rows(probe: Probe, ids: Sequence[int]) -> list[Row]:
     if all(parts):
         rows.append(
             Row(
-                "… time to defer by part, p50 / p99: the fake sends → discord.py parses → the command "
-                "calls defer → the callback is in the socket → the fake reads it",
+                "… time to defer by part, p50 / p99: the fake sends → the bot reads the frame → the "
+                "acknowledgement starts → the callback is in the socket → the fake reads it",
                 " → ".join(f"{ms(statistics.median(part))} / {ms(percentile(part, 0.99))}" for part in parts),
             )
         )
@@ -1068,6 +1081,14 @@ def defer_rows(probe: Probe, ids: Sequence[int]) -> list[Row]:
     return rows
 
 
+async def _profile_arrival(profiler: cProfile.Profile, probe: Probe, count: int) -> None:
+    """Profile the loop from the first frame to the last defer written (the burst's arrival)."""
+    profiler.enable()
+    while len(probe.defer_written) < count:  # noqa: ASYNC110 - the stamps come from a patched aiohttp method
+        await asyncio.sleep(0.001)
+    profiler.disable()
+
+
 async def burst_case(count: int, drawing: DrawingProcesses, options: Options) -> Result:
     """`count` /imagine (n=4, 1024²) from distinct members in one burst, production caps, the mock drawing."""
     from bot.api.mock import MockProvider
@@ -1079,9 +1100,14 @@ async def burst_case(count: int, drawing: DrawingProcesses, options: Options) ->
         memory.start(exclude=world.others() + drawing.pids)
         with watch.watching() if options.profile else contextlib.nullcontext():
             lag.start()
+
+            arrival = cProfile.Profile() if options.profile else None
+            watcher = asyncio.create_task(_profile_arrival(arrival, world.probe, count)) if arrival else None
             start = time.perf_counter()
             ids = await burst(world, count, lambda i: f"burst {i}: a red fox in the snow", n=4, size=SIZE)
             wall = time.perf_counter() - start
+            if watcher:
+                await watcher
             await lag.stop()
         memory.stop()
         probe = world.probe
@@ -1121,6 +1147,13 @@ async def burst_case(count: int, drawing: DrawingProcesses, options: Options) ->
         ]
     )
     if options.profile:
+        if arrival:
+            out = io.StringIO()
+            pstats.Stats(arrival, stream=out).sort_stats("cumulative").print_stats(45)
+            result.notes.append(
+                f"cProfile of the burst's arrival (first frame to last defer written), by own time:"
+                f"\n\n```\n{_trim(out.getvalue())}```"
+            )
         result.notes.append(breakdown(f"Burst of {count}: where the time went", probe, ids))
         result.notes.append("\n".join(["Burst, event loop:", "", *watch.summary()]))
     return result

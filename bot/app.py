@@ -36,6 +36,7 @@ from bot.pacing import Pacer
 from bot.services import Core, cli_lifetime, open_core
 from bot.store.ledger import utc_now
 from cogs import EXTENSIONS
+from cogs.first import FirstAnswers
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class EaselBot(commands.Bot):
         self.in_flight = InFlight()
         """Replies and results in flight: a stop turns new work away and lets these finish first."""
         self.pacer = Pacer()
+        self.first_answers = FirstAnswers(self, self.pacer)
         """Spreads a burst's interactions and results over short turns of the event loop (`bot.pacing`)."""
 
     @property
@@ -123,6 +125,7 @@ class EaselBot(commands.Bot):
         self._background.append(asyncio.create_task(self._housekeeping(), name="easel-housekeeping"))
         for extension in self._extensions:
             await self.load_extension(extension)
+        self.first_answers.install()
         if self._sync:
             await self.sync_commands()
         # The ~75k objects loaded at start-up never die; moving them out of the collector's sight keeps
@@ -182,6 +185,7 @@ class EaselBot(commands.Bot):
         # then the cogs, so their tasks finish while the HTTP client and database still work.
         if self._core is not None and not self.is_closed():
             await self.in_flight.drain(self.settings.stop_grace)
+        await self.first_answers.close()
         for extension in list(self.extensions):
             with contextlib.suppress(commands.ExtensionError):
                 await self.unload_extension(extension)

@@ -17,7 +17,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Coroutine
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ class InFlight:
         self._idle.set()
         self.closing = False
         """True once a stop has begun: start nothing new."""
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
     def running(self) -> int:
@@ -46,7 +48,7 @@ class InFlight:
         finally:
             self._end()
 
-    def spawn(self, work: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
+    def spawn(self, work: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
         """Run `work` as a task of its own, counted as in flight from now until it ends; a failure is logged."""
         self._begin()
         task = asyncio.get_running_loop().create_task(work, name=name)
@@ -55,7 +57,7 @@ class InFlight:
         task.add_done_callback(self._spawned_done)
         return task
 
-    def _spawned_done(self, task: asyncio.Task[None]) -> None:
+    def _spawned_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         self._end()
         if not task.cancelled() and (error := task.exception()) is not None:

@@ -38,9 +38,12 @@ import asyncio
 import collections
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, TypeVar
 
 from bot.inflight import InFlight
+
+T = TypeVar("T")
 
 CALLBACK_SLOTS = 16
 """Defers on their way to Discord at once; more wait for one to finish and take its warm connection."""
@@ -62,6 +65,10 @@ class Urgent:
     def busy(self) -> bool:
         """True while urgent work of this kind is going on."""
         return self._going.running > 0
+
+    def spawn(self, work: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
+        """Run `work` as a task of its own, urgent from now (before the task first runs) until it ends."""
+        return self._going.spawn(work, name=name)
 
     def urgent(self) -> contextlib.AbstractAsyncContextManager[None]:
         """Count the enclosed work as urgent: work waiting in `quiet()` goes after it."""

@@ -40,6 +40,7 @@ from bot.imaging.inputs import DEFAULT_UPLOAD_CAP
 from bot.jobs import JobOutcome, Studio
 from bot.store.images import ImageStore, extension
 from bot.store.ledger import Ledger
+from cogs.first import ACK_FIRST
 from cogs.imagine import MAX_CHOICES, chosen_spec, model_choices, value_choices
 from cogs.render import Hooks, Renderer, clip
 
@@ -188,7 +189,9 @@ class Edit(commands.Cog):
         self.renderer = renderer
         self._today = today
         # Context menus cannot be declared in a cog's body; they are added to the tree in cog_load.
-        self.vary_menu = app_commands.ContextMenu(name="Vary image", callback=self.vary_message)
+        self.vary_menu = app_commands.ContextMenu(
+            name="Vary image", callback=self.vary_message, extras={ACK_FIRST: True}
+        )
         self.edit_menu = app_commands.ContextMenu(name="Edit image", callback=self.edit_message)
 
     async def cog_load(self) -> None:

@@ -25,6 +25,7 @@ when two hundred arrive together their steps would otherwise all run in one long
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -84,13 +85,49 @@ def missing_permissions(interaction: discord.Interaction[Any], *, private: bool)
     """The permissions Easel lacks here to post a result (`discord.Permissions` names, in the order to ask)."""
     if interaction.guild_id is None:
         return []
-    have = interaction.app_permissions
+    return _missing(
+        interaction.app_permissions, private=private, thread=isinstance(interaction.channel, discord.Thread)
+    )
+
+
+def _missing(have: discord.Permissions, *, private: bool, thread: bool) -> list[str]:
     needed = ["attach_files", "embed_links"]
     if not private:
-        needed.insert(
-            0, "send_messages_in_threads" if isinstance(interaction.channel, discord.Thread) else "send_messages"
-        )
+        needed.insert(0, "send_messages_in_threads" if thread else "send_messages")
     return [name for name in needed if not getattr(have, name)]
+
+
+THREAD_TYPES = frozenset({10, 11, 12})
+"""Discord's channel types for threads (announcement, public, private)."""
+
+
+def admits_frame(data: Mapping[str, Any], settings: Settings, *, closing: bool) -> bool:
+    """Whether the guard would let this slash command or menu through, from its raw INTERACTION_CREATE
+    payload (`cogs.acks` answers such a command before discord.py builds it)."""
+    if closing:
+        return False
+    channel: Mapping[str, Any] = data.get("channel") or {}
+    thread = channel.get("type") in THREAD_TYPES
+    parent = channel.get("parent_id") if thread else None
+    channel_id = data.get("channel_id") or channel.get("id")
+    if not channel_allowed(settings, _snowflake(channel_id), _snowflake(parent)):
+        return False
+    if data.get("guild_id") is None:
+        return True
+    command: Mapping[str, Any] = data.get("data") or {}
+    private = any(name in PRIVATE_OPTIONS for name in _true_options(command.get("options")))
+    have = discord.Permissions(int(data.get("app_permissions") or 0))
+    return not _missing(have, private=private, thread=thread)
+
+
+def frame_private(data: Mapping[str, Any]) -> bool:
+    """Whether a raw slash command asks for a private answer (`is_private`, before discord.py builds it)."""
+    command: Mapping[str, Any] = data.get("data") or {}
+    return any(name in PRIVATE_OPTIONS for name in _true_options(command.get("options")))
+
+
+def _snowflake(value: object) -> int | None:
+    return int(value) if isinstance(value, (str, int)) else None
 
 
 def guard_error(
@@ -122,7 +159,13 @@ async def admit(interaction: discord.Interaction[Any], settings: Settings, *, po
     problem = guard_problem(interaction, settings, posts_results=posts_results)
     if problem is None:
         return True
-    await interaction.response.send_message(problem, ephemeral=True)
+    if interaction.response.is_done():
+        # Answered from its frame (`cogs.first`) before a stop began: the "thinking…" reply makes way.
+        with contextlib.suppress(discord.HTTPException):
+            await interaction.delete_original_response()
+        await interaction.followup.send(problem, ephemeral=True)
+    else:
+        await interaction.response.send_message(problem, ephemeral=True)
     return False
 
 

@@ -25,6 +25,7 @@ from bot.errors import InvalidOption
 from bot.jobs import JobOutcome, Studio
 from cogs.buttons import BUTTONS, IMAGINE_COG, Actions
 from cogs.cancel import CancelButton
+from cogs.first import ACK_FIRST
 from cogs.render import Hooks, Renderer, clip
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ class Imagine(commands.Cog, name=IMAGINE_COG):
         """What the result buttons do; `cogs.buttons` finds it here by the cog's name."""
         self._today = today
 
-    @app_commands.command(name="imagine", description="Draw images from a text prompt.")
+    @app_commands.command(name="imagine", description="Draw images from a text prompt.", extras={ACK_FIRST: True})
     @app_commands.describe(
         prompt="What to draw",
         model="The image model (the server's default when left out)",

@@ -70,6 +70,7 @@ from cogs.allowance import EditAllowance, allowance
 from cogs.buttons import NO_JOB, Prices, image_view, result_view
 from cogs.cancel import QueueWatch
 from cogs.errors import friendly, is_users_fault
+from cogs.first import ALREADY_ACKNOWLEDGED, FirstAnswers, mark_deferred
 
 if TYPE_CHECKING:
     from bot.app import EaselBot
@@ -295,12 +296,15 @@ class Renderer:
         preview_interval: float = PREVIEW_INTERVAL,
         in_flight: InFlight | None = None,
         pacer: Pacer | None = None,
+        first: FirstAnswers | None = None,
     ) -> None:
         self._studio = studio
         self.in_flight = in_flight or InFlight()
         """Replies in flight, which a clean stop lets finish (the bot's own, shared by every cog)."""
         self.pacer = pacer or Pacer()
         """Turns of the event loop for results (the bot's own, shared by every cog)."""
+        self.first = first
+        """The bot's early acknowledgements (`cogs.first`): a defer finds its interaction answered there."""
         self._store = image_store
         self._workers = workers
         self._ledger = ledger
@@ -325,6 +329,7 @@ class Renderer:
             core.settings,
             in_flight=bot.in_flight,
             pacer=bot.pacer,
+            first=bot.first_answers,
         )
 
     # -- small helpers the cogs share ------------------------------------------------------------------
@@ -421,9 +426,17 @@ class Renderer:
         self, interaction: discord.Interaction[Any], *, thinking: bool = True, ephemeral: bool = False
     ) -> None:
         """Acknowledge `interaction` (the 3 s rule), before any reply's work after its own defer."""
+        if self.first is not None and await self.first.taken(interaction, ephemeral=ephemeral):
+            return
         async with self.pacer.defers.urgent(), self.pacer.callbacks.slot():
             await self.pacer.turn()
-            await interaction.response.defer(thinking=thinking, ephemeral=ephemeral)
+            try:
+                await interaction.response.defer(thinking=thinking, ephemeral=ephemeral)
+            except discord.HTTPException as exc:
+                if exc.code != ALREADY_ACKNOWLEDGED:
+                    raise
+                # An early answer that seemed to fail had reached Discord after all.
+                mark_deferred(interaction)
 
     def preview(self, interaction: discord.Interaction[Any]) -> PreviewUpdater:
         """A throttled handler that puts the latest streamed preview into the reply."""

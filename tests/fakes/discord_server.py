@@ -11,7 +11,7 @@ for while starting and while answering an interaction, with payloads shaped like
     PUT   /api/v10/applications/{app}/guilds/{g}/commands     -> the same, for a test server
     PUT   /api/v10/channels/{c}/messages/{m}/reactions/{e}/@me -> 204 (the bot reacting to its message)
     DELETE the same                                            -> 204 (the bot taking its reaction back)
-    POST  /api/v10/interactions/{id}/{token}/callback         -> the callback response (with_response)
+    POST  /api/v10/interactions/{id}/{token}/callback         -> the callback response (with_response), else 204
     GET   /api/v10/webhooks/{app}/{token}/messages/@original  -> the reply so far
     PATCH /api/v10/webhooks/{app}/{token}/messages/@original  -> the edited reply (JSON or multipart)
     POST  /api/v10/webhooks/{app}/{token}                     -> a followup message
@@ -22,6 +22,7 @@ announced, so discord.py keeps none of it in its cache, like a server whose GUIL
 `dispatched` notes when each INTERACTION_CREATE was sent, on the same clock as `Call.at`.
 
 `upload_delay_s` slows the answer to edits that carry files, to stop the bot in the middle of one.
+`failing_callbacks` answers that many of the next interaction callbacks with a 500: Discord having a bad moment.
 `hold_text_edits` keeps every edit without files unanswered until `release_edits()`: a slow Discord. With
 `keep_uploads=False` the fake counts uploaded bytes (`uploaded_bytes`) but keeps none of them (benchmarks).
 `routes` adds aiohttp routes of the caller's own (a benchmark's control endpoints).
@@ -133,6 +134,8 @@ class FakeDiscord:
         """The bytes of every file the bot sent (kept in `requests` only with `keep_uploads`)."""
         self._extra_routes = tuple(routes)
         self.refuse_token = refuse_token
+        self.failing_callbacks = 0
+        """How many of the next interaction callbacks to answer 500 (Discord having a bad moment)."""
         self.upload_delay_s = upload_delay_s
         """How long an edit carrying files waits before its answer (a slow upload)."""
         self.heartbeat_interval_ms = heartbeat_interval_ms
@@ -337,12 +340,17 @@ class FakeDiscord:
         if match is None or call.method != "POST" or not isinstance(call.json, dict):
             return _json({"message": "Unknown interaction", "code": 10062}, status=404)
         interaction_id, token = match.groups()
+        if self.failing_callbacks > 0:
+            self.failing_callbacks -= 1
+            return _json({"message": "500: Internal Server Error", "code": 0}, status=500)
         kind = call.json.get("type")
         data = call.json.get("data") or {}
         flags = int(data.get("flags") or 0)
         channel_id = self._channels.get(token, "0")
         message = self.message(channel_id, data, call.files)
         self._messages[token] = message
+        if call.query.get("with_response", "").lower() not in ("1", "true"):
+            return web.Response(status=204)  # Discord answers the callback itself only when asked to
         answer: dict[str, Any] = {
             "interaction": {
                 "id": interaction_id,
@@ -467,11 +475,13 @@ class FakeDiscord:
         user_id: int | None = None,
         guild_id: int | None = None,
         channel_id: int | None = None,
+        app_permissions: int = (1 << 51) - 1,
     ) -> tuple[str, str]:
         """Dispatch /`name` with string/int/bool `options`; returns the interaction's id and token.
 
         Typed in a DM, or with `guild_id` in that server's text channel `channel_id` by a member with every
-        permission. Without `user_id` (or `channel_id`) each call makes up a new one.
+        permission, where the bot has `app_permissions` (every one by default). Without `user_id` (or
+        `channel_id`) each call makes up a new one.
         """
         member = self.user(user_id or self.new_id(), "member")
         channel = str(channel_id or self.new_id())
@@ -530,7 +540,7 @@ class FakeDiscord:
             "channel_id": channel,
             **where,
             "locale": "en-US",
-            "app_permissions": str((1 << 51) - 1),
+            "app_permissions": str(app_permissions),
             "entitlements": [],
             "attachment_size_limit": 10 * 1024 * 1024,
             "data": {

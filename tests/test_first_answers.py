@@ -1,0 +1,164 @@
+"""Answering first (`cogs.first`): a command acknowledged from its gateway frame, on a loopback Discord.
+
+The bot runs in the test's loop against `tests.fakes.discord_server.FakeDiscord` over real HTTP and a real
+websocket, so the acknowledgement goes out the way it does in production (discord.py's own aiohttp session,
+not a test harness's adapter). Each test checks what Discord receives: one type-5 callback per interaction,
+private when asked, the guard's refusal as the first answer where the guard refuses, and the usual defer
+when the early one fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import discord
+import pytest
+from pydantic import SecretStr
+
+from bot.app import EaselBot, point_at
+from bot.config import Settings
+from tests.fakes.discord_server import Call, FakeDiscord
+
+TOKEN = "MTIzNDU2Nzg5.first-answers-token.Zm9yIHRlc3RzIG9ubHk"
+STEP_S = 20.0
+GUILD = 4242
+CHANNEL = 4343
+
+
+@contextlib.asynccontextmanager
+async def running(
+    fake: FakeDiscord, data: Path, extensions: tuple[str, ...] = ("cogs.guard", "cogs.imagine"), **fields: Any
+) -> AsyncIterator[EaselBot]:
+    """An EaselBot with `extensions` (the guard and /imagine), logged in to `fake` and ready; closed after."""
+    bases = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, discord_token=SecretStr(TOKEN), provider="mock", data_dir=data, **fields
+    )
+    point_at(fake.api_base, fake.gateway_url)
+    bot = EaselBot(settings, workers="thread", extensions=extensions, sync_commands=False)
+    connection: asyncio.Task[None] | None = None
+    try:
+        await bot.login(TOKEN)
+        connection = asyncio.create_task(bot.connect(reconnect=False))
+        await asyncio.wait_for(bot.wait_until_ready(), STEP_S)
+        yield bot
+    finally:
+        await bot.close()
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection, STEP_S)
+        discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = bases
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord(token=TOKEN) as discord_fake:
+        yield discord_fake
+
+
+def callbacks(fake: FakeDiscord, interaction_id: str) -> list[Call]:
+    return fake.calls("POST", rf"/interactions/{interaction_id}/[^/]+/callback")
+
+
+def result_posted(fake: FakeDiscord, token: str) -> Call | None:
+    edits = fake.calls("PATCH", rf"/webhooks/\d+/{token}/messages/@original")
+    return next((edit for edit in edits if edit.files), None)
+
+
+async def test_imagine_is_acknowledged_once_from_its_frame_then_delivered(fake: FakeDiscord, tmp_path: Path) -> None:
+    async with running(fake, tmp_path / "data") as bot:
+        interaction_id, token = await fake.slash_command("imagine", {"prompt": "a heron"}, guild_id=GUILD)
+        result = await fake.wait_for(lambda: result_posted(fake, token), STEP_S)
+
+        [callback] = callbacks(fake, interaction_id)
+        assert callback.json == {"type": 5}
+        # The early answer asks for no callback resource: Discord then answers 204 with nothing to parse.
+        assert "with_response" not in callback.query
+        assert result.files
+        assert bot.first_answers.answered == 1
+
+
+async def test_a_private_imagine_is_acknowledged_privately(fake: FakeDiscord, tmp_path: Path) -> None:
+    async with running(fake, tmp_path / "data"):
+        interaction_id, token = await fake.slash_command(
+            "imagine", {"prompt": "a heron", "private": True}, guild_id=GUILD
+        )
+        await fake.wait_for(lambda: result_posted(fake, token), STEP_S)
+
+        [callback] = callbacks(fake, interaction_id)
+        assert callback.json == {"type": 5, "data": {"flags": 64}}
+
+
+async def test_outside_the_allowed_channels_the_refusal_is_the_first_answer(fake: FakeDiscord, tmp_path: Path) -> None:
+    async with running(fake, tmp_path / "data", channels="999") as bot:
+        interaction_id, _ = await fake.slash_command("imagine", {"prompt": "a heron"}, guild_id=GUILD)
+        [callback] = await fake.wait_for(lambda: callbacks(fake, interaction_id), STEP_S)
+
+        assert callback.json["type"] == 4
+        assert callback.json["data"]["flags"] == 64
+        assert "<#999>" in callback.json["data"]["content"]
+        assert bot.first_answers.answered == 0
+
+
+async def test_without_attach_files_the_refusal_is_the_first_answer(fake: FakeDiscord, tmp_path: Path) -> None:
+    without = ((1 << 51) - 1) & ~discord.Permissions(attach_files=True).value
+    async with running(fake, tmp_path / "data"):
+        interaction_id, _ = await fake.slash_command(
+            "imagine", {"prompt": "a heron"}, guild_id=GUILD, channel_id=CHANNEL, app_permissions=without
+        )
+        [callback] = await fake.wait_for(lambda: callbacks(fake, interaction_id), STEP_S)
+
+        assert callback.json["type"] == 4
+        assert "Attach Files" in callback.json["data"]["content"]
+
+
+async def test_a_failed_early_answer_falls_back_to_the_usual_defer(fake: FakeDiscord, tmp_path: Path) -> None:
+    async with running(fake, tmp_path / "data") as bot:
+        fake.failing_callbacks = 1
+        interaction_id, token = await fake.slash_command("imagine", {"prompt": "a heron"}, guild_id=GUILD)
+        result = await fake.wait_for(lambda: result_posted(fake, token), STEP_S)
+
+        first, second = callbacks(fake, interaction_id)
+        assert first.json == second.json == {"type": 5}
+        assert result.files
+        assert bot.first_answers.answered == 0
+
+
+def frame(name: str, *, kind: int = 2, command_type: int = 1, **options: Any) -> dict[str, Any]:
+    """A raw INTERACTION_CREATE payload's fields that `flags_for` reads, typed in a DM."""
+    return {
+        "type": kind,
+        "channel_id": str(CHANNEL),
+        "channel": {"id": str(CHANNEL), "type": 1},
+        "data": {
+            "name": name,
+            "type": command_type,
+            "options": [{"name": key, "type": 5, "value": value} for key, value in options.items()],
+        },
+    }
+
+
+async def test_only_commands_whose_first_step_is_the_defer_are_answered_first(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    extensions = ("cogs.guard", "cogs.imagine", "cogs.edit")
+    async with running(fake, tmp_path / "data", extensions=extensions) as bot:
+        first = bot.first_answers
+        assert first.flags_for(frame("imagine")) == 0
+        assert first.flags_for(frame("imagine", private=True)) == 64
+        assert first.flags_for(frame("Vary image", command_type=3)) == 0
+        # A form must be the first answer; /edit and /vary check the upload before their defer.
+        assert first.flags_for(frame("Edit image", command_type=3)) is None
+        assert first.flags_for(frame("edit")) is None
+        assert first.flags_for(frame("vary")) is None
+        # Suggestions, buttons and unknown commands go the usual way.
+        assert first.flags_for(frame("imagine", kind=4)) is None
+        assert first.flags_for(frame("imagine", kind=3)) is None
+        assert first.flags_for(frame("nonesuch")) is None
+        assert first.flags_for(frame("imagine", command_type=9)) is None
+        bot.in_flight.closing = True
+        assert first.flags_for(frame("imagine")) is None, "a stopping bot refuses, with its own first answer"
