@@ -255,12 +255,12 @@ class LoopWatch:
         slow = self.slow
 
         def run(handle: asyncio.Handle) -> None:
+            what = _describe(handle)
             start = time.perf_counter()
             try:
                 original(handle)
             finally:
                 took = time.perf_counter() - start
-                what = _describe(handle)
                 self._turn[what].append(took)
                 if took > 0.005:
                     slow.append((took, what))
@@ -313,8 +313,25 @@ def _describe(handle: asyncio.Handle) -> str:
     owner = getattr(callback, "__self__", None)
     if isinstance(owner, asyncio.Task):
         coro = owner.get_coro()
-        return f"step of {getattr(coro, '__qualname__', type(coro).__name__)}"
+        where = _resumes_at(coro)
+        return f"step of {getattr(coro, '__qualname__', type(coro).__name__)}" + (f" from {where}" if where else "")
     return str(getattr(callback, "__qualname__", type(callback).__name__))
+
+
+def _resumes_at(coro: Any) -> str | None:
+    """Where a suspended task goes on from: the innermost await in Easel's own code (bot/, cogs/)."""
+    found = None
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
+        if frame is None:
+            break
+        if frame.f_code.co_filename.startswith(OWN_CODE):
+            found = f"{frame.f_code.co_qualname}:{frame.f_lineno}"
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
+    return found
+
+
+OWN_CODE = tuple(str(Path(SCRIPT).parents[1] / part) for part in ("bot", "cogs"))
 
 
 def _descendants(root: int) -> list[int]:

@@ -214,9 +214,9 @@ class Studio:
         self._background: set[asyncio.Future[bool]] = set()
         self._active: set[int] = set()
         self.pace: Callable[[], Awaitable[None]] | None = None
-        """Awaited before a job's start, before its call and after the provider's answer, so that jobs
-        finishing a step together (one group commit, answers arriving at once) go on over several turns
-        of the event loop instead of one long one. The bot sets it to its pacer (`bot.pacing`)."""
+        """Awaited after a job's reservation, before its start, before its call and after the provider's
+        answer, so that jobs finishing a step together (one group commit, answers arriving at once) go on
+        over several turns of the event loop instead of one long one. The bot sets it to its pacer."""
 
     @property
     def billable(self) -> bool:
@@ -354,6 +354,7 @@ class Studio:
         finally:
             if job_id is None and self.queue is not None:
                 self.queue.withdraw(who.user_id)
+        await self._paced()  # one group commit ends many reservations at once
         return await self._execute(job_id, plan, who, on_queue=on_queue, admitted=True)
 
     async def _execute(

@@ -91,7 +91,7 @@ async def test_success_charges_the_actual_cost(respx_mock: respx.MockRouter, stu
 
 
 @respx.mock(base_url=BASE)
-async def test_a_job_takes_a_turn_before_its_start_before_its_call_and_after_the_answer(
+async def test_a_job_takes_a_turn_after_its_reservation_before_its_start_before_its_call_and_after_the_answer(
     respx_mock: respx.MockRouter, studio: Studio, db: Database
 ) -> None:
     """`Studio.pace` is awaited where many jobs become ready together (one group commit ends many
@@ -106,7 +106,12 @@ async def test_a_job_takes_a_turn_before_its_start_before_its_call_and_after_the
 
     studio.pace = pace
     outcome = await studio.generate(GenerateRequest(prompt="a fox", quality="medium", size="1024x1024"), ALICE)
-    assert seen == [("queued", "reserved", 0), ("running", "reserved", 0), ("running", "reserved", 1)]
+    assert seen == [
+        ("queued", "reserved", 0),
+        ("queued", "reserved", 0),
+        ("running", "reserved", 0),
+        ("running", "reserved", 1),
+    ]
     assert (await job(db, outcome.job_id))["cost_state"] == "settled"
 
 

@@ -462,8 +462,8 @@ async def test_studio_respects_the_global_limit(db: Database, catalogue: Catalog
 
 
 async def test_a_queued_job_takes_its_turns_inside_its_slot(db: Database, catalogue: Catalogue, provider: Held) -> None:
-    """With a queue, the turns before the start and the call come once the job has its slot; the turn after
-    the answer comes once the slot is free for the next job."""
+    """With a queue, the turn after the reservation comes before the job asks for a slot; the turns before the
+    start and the call come once it has its slot; the turn after the answer once the slot is free again."""
     jobs = queue(max_running=1)
     studio = make_studio(db, catalogue, provider, jobs)
     seen: list[tuple[int, int]] = []
@@ -474,7 +474,7 @@ async def test_a_queued_job_takes_its_turns_inside_its_slot(db: Database, catalo
     studio.pace = pace
     provider.open.set()
     outcome = await studio.generate(REQ, ALICE)
-    assert seen == [(1, 0), (1, 0), (0, 0)], "twice in the slot before the call, then once it is given back"
+    assert seen == [(0, 0), (1, 0), (1, 0), (0, 0)], "before the slot, twice in it before the call, then after it"
     assert (await row(db, outcome.job_id))["status"] == "succeeded"
 
 

@@ -427,10 +427,10 @@ async def test_a_reply_goes_through_the_pacer_after_its_defer(env: simcord.Env, 
     result = await alice.slash(channel, "imagine", prompt="a paced fox")
     assert result.response is not None
     assert result.response.attachments
-    # The defer; the interaction's building; the tree's check; the reply's start; the estimate edit; before
-    # the job's start, before its call and after the provider's answer (`Studio.pace`); the result's lookups,
-    # its embed and buttons, its upload; its reactions.
-    assert deferred == [False] + [True] * 10
-    assert urgent == [True] + [False] * 10, "the defer is urgent work, and nothing after it is"
-    assert slotted == [1] + [0] * 10, "the defer holds one of the callback slots, and gives it back"
+    # The defer; the interaction's building; the tree's check; the reply's start; the estimate edit; after
+    # the job's reservation, before its start, before its call and after the provider's answer
+    # (`Studio.pace`); the result's lookups, its embed and buttons, its upload; its reactions.
+    assert deferred == [False] + [True] * 11
+    assert urgent == [True] + [False] * 11, "the defer is urgent work, and nothing after it is"
+    assert slotted == [1] + [0] * 11, "the defer holds one of the callback slots, and gives it back"
     assert simcord_bot.first_answers.answered == 1
