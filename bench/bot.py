@@ -263,7 +263,7 @@ class LoopWatch:
                 took = time.perf_counter() - start
                 self._turn[what].append(took)
                 if took > 0.005:
-                    slow.append((took, what))
+                    slow.append((took, what + _suspended_at(handle)))
 
         loop = asyncio.get_running_loop()
         original_turn = loop._run_once  # type: ignore[attr-defined]
@@ -316,6 +316,15 @@ def _describe(handle: asyncio.Handle) -> str:
         where = _resumes_at(coro)
         return f"step of {getattr(coro, '__qualname__', type(coro).__name__)}" + (f" from {where}" if where else "")
     return str(getattr(callback, "__qualname__", type(callback).__name__))
+
+
+def _suspended_at(handle: asyncio.Handle) -> str:
+    """For a task's step that has just run: " to <where it waits now>", or "" once done (or not a task)."""
+    owner = getattr(getattr(handle, "_callback", None), "__self__", None)
+    if not isinstance(owner, asyncio.Task) or owner.done():
+        return ""
+    where = _resumes_at(owner.get_coro())
+    return f" to {where}" if where else ""
 
 
 def _resumes_at(coro: Any) -> str | None:

@@ -128,6 +128,45 @@ async def test_a_failed_early_answer_falls_back_to_the_usual_defer(fake: FakeDis
         assert bot.first_answers.answered == 0
 
 
+async def test_a_failure_of_ours_hands_the_frame_to_discord_py(
+    fake: FakeDiscord, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception in the gateway's parser would end discord.py's connection: the frame goes on instead."""
+    async with running(fake, tmp_path / "data") as bot:
+
+        def broken(_data: object) -> int | None:
+            raise KeyError("data")
+
+        monkeypatch.setattr(bot.first_answers, "flags_for", broken)
+        interaction_id, token = await fake.slash_command("imagine", {"prompt": "a heron"}, guild_id=GUILD)
+        result = await fake.wait_for(lambda: result_posted(fake, token), STEP_S)
+
+        [callback] = callbacks(fake, interaction_id)
+        assert callback.json == {"type": 5}
+        assert callback.query.get("with_response") == "1", "deferred by discord.py, the usual way"
+        assert result.files
+        assert bot.first_answers.answered == 0
+        assert not bot.ws.socket.closed
+
+
+async def test_a_stop_before_an_answered_command_is_built_is_told_privately(fake: FakeDiscord, tmp_path: Path) -> None:
+    """Answered from its frame, then a stop begins: the guard's sentence replaces the "thinking…" reply."""
+    async with running(fake, tmp_path / "data") as bot:
+        fake.callback_delay_s = 0.3
+        interaction_id, token = await fake.slash_command("imagine", {"prompt": "a heron"}, guild_id=GUILD)
+        await fake.wait_for(lambda: callbacks(fake, interaction_id), STEP_S)
+        bot.in_flight.closing = True  # what `InFlight.drain` does first
+        followup = rf"/webhooks/\d+/{token}"
+        [sentence] = await fake.wait_for(lambda: fake.calls("POST", followup), STEP_S)
+
+        assert callbacks(fake, interaction_id)[0].json == {"type": 5}
+        assert sentence.json["flags"] == 64
+        assert "restarting" in sentence.json["content"]
+        assert fake.calls("DELETE", rf"/webhooks/\d+/{token}/messages/@original")
+        assert result_posted(fake, token) is None
+        bot.in_flight.closing = False
+
+
 def frame(name: str, *, kind: int = 2, command_type: int = 1, **options: Any) -> dict[str, Any]:
     """A raw INTERACTION_CREATE payload's fields that `flags_for` reads, typed in a DM."""
     return {

@@ -22,7 +22,8 @@ announced, so discord.py keeps none of it in its cache, like a server whose GUIL
 `dispatched` notes when each INTERACTION_CREATE was sent, on the same clock as `Call.at`.
 
 `upload_delay_s` slows the answer to edits that carry files, to stop the bot in the middle of one.
-`failing_callbacks` answers that many of the next interaction callbacks with a 500: Discord having a bad moment.
+`failing_callbacks` answers that many of the next interaction callbacks with a 500: Discord having a bad moment;
+`callback_delay_s` answers each callback that much later.
 `hold_text_edits` keeps every edit without files unanswered until `release_edits()`: a slow Discord. With
 `keep_uploads=False` the fake counts uploaded bytes (`uploaded_bytes`) but keeps none of them (benchmarks).
 `routes` adds aiohttp routes of the caller's own (a benchmark's control endpoints).
@@ -136,6 +137,8 @@ class FakeDiscord:
         self.refuse_token = refuse_token
         self.failing_callbacks = 0
         """How many of the next interaction callbacks to answer 500 (Discord having a bad moment)."""
+        self.callback_delay_s = 0.0
+        """How long each interaction callback waits before its answer."""
         self.upload_delay_s = upload_delay_s
         """How long an edit carrying files waits before its answer (a slow upload)."""
         self.heartbeat_interval_ms = heartbeat_interval_ms
@@ -280,6 +283,8 @@ class FakeDiscord:
         self.requests.append(call)
         self._notify()
         if path.startswith("/interactions/"):
+            if self.callback_delay_s:
+                await asyncio.sleep(self.callback_delay_s)
             return self._interaction_callback(call)
         if path.startswith("/webhooks/"):
             return await self._webhook(call)
