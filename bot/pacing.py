@@ -12,9 +12,9 @@ then spreads over several short turns, in the order it arrived, and everything e
 Nothing waits for a timer, so an idle bot pays one clock reading per call.
 
 Work becomes ready together wherever many waits end at once, so the turns are taken there: each
-command's first step (the tree's check), the defer, the estimate edit, a job's start, its call and the
-provider's answer (`Studio.pace`: a group commit ends many reservations and starts at once), a result's
-building and its upload, and its reactions.
+command's first step (the tree's check), the defer, the estimate edit, a job's reservation, start, call
+and the provider's answer (`Studio.pace`: a group commit ends many reservations and starts at once), a
+result's building and its upload, and its reactions.
 
 Some work also goes before other work. A defer answers Discord's 3 s rule, and posting a result is
 what the member is waiting for; a reply's work after its defer can wait a little, and a result's
@@ -24,6 +24,10 @@ the result is usable without them). So the pacer keeps two kinds of urgent work,
 `QUIET_CAP` seconds at the most. When two hundred interactions arrive together, their defers (paced
 too) go out over short turns first, and the replies' follow-up work starts once they are all out,
 instead of between them; when a hundred results go out together, their reactions follow them.
+
+Most commands are acknowledged straight from their gateway frame (`cogs.first`), before discord.py
+builds them; those acknowledgements count as `defers` from the moment the frame is read, and the frames
+are built once none is on its way. The others defer through `Renderer.defer`.
 
 The defers themselves go out a few at a time (`Pacer.callbacks`, a `Slots`): each is an HTTP request,
 and one that finds no idle keep-alive connection opens a new one. Sixteen at a time take over the

@@ -27,6 +27,9 @@ rule, so a reply's work after its defer waits until no defer is on its way (2 s 
 once it is posted: its reactions are added afterwards, in a task of their own (still counted as in flight
 for a clean stop), once no defer is on its way and no other result is being posted, so they never hold up
 anyone's reply.
+
+A command marked `cogs.first.ACK_FIRST` is usually answered from its gateway frame before it runs:
+`Renderer.defer` then finds it answered and returns at once (or defers the usual way, if that answer failed).
 """
 
 from __future__ import annotations
