@@ -406,9 +406,9 @@ def test_the_estimate_line_names_the_tightest_budget() -> None:
 
 
 async def test_a_reply_goes_through_the_pacer_after_its_defer(env: simcord.Env, simcord_bot: EaselBot) -> None:
-    """The defer (sent from the gateway frame, `cogs.first`), the interaction's building, then the reply's
-    start, its estimate, the job's steps, the result's building, its upload and its reactions each wait for a
-    turn of the loop with room (`bot.pacing`); only the defer's turn comes before the callback is sent."""
+    """The defer, then the reply's start, its estimate, the job's steps, the result's building, its upload and
+    its reactions each wait for a turn of the loop with room (`bot.pacing`); only the defer's turn comes
+    before the callback is sent. (Under simcord the defer is discord.py's; see `cogs.first`.)"""
     channel, alice = world(env)
     pacer = simcord_bot.pacer
     original = pacer.turn
@@ -427,10 +427,10 @@ async def test_a_reply_goes_through_the_pacer_after_its_defer(env: simcord.Env, 
     result = await alice.slash(channel, "imagine", prompt="a paced fox")
     assert result.response is not None
     assert result.response.attachments
-    # The defer; the interaction's building; the tree's check; the reply's start; the estimate edit; after
-    # the job's reservation, before its start, before its call and after the provider's answer
-    # (`Studio.pace`); the result's lookups, its embed and buttons, its upload; its reactions.
-    assert deferred == [False] + [True] * 11
-    assert urgent == [True] + [False] * 11, "the defer is urgent work, and nothing after it is"
-    assert slotted == [1] + [0] * 11, "the defer holds one of the callback slots, and gives it back"
-    assert simcord_bot.first_answers.answered == 1
+    # The defer; the reply's start; the estimate edit; after the job's reservation, before its start, before
+    # its call and after the provider's answer (`Studio.pace`); the result's lookups, its embed and buttons,
+    # its upload; its reactions.
+    assert deferred == [False] + [True] * 10
+    assert urgent == [True] + [False] * 10, "the defer is urgent work, and nothing after it is"
+    assert slotted == [1] + [0] * 10, "the defer holds one of the callback slots, and gives it back"
+    assert simcord_bot.first_answers.answered == 0, "under simcord every frame goes to discord.py"
