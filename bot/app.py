@@ -94,8 +94,9 @@ class EaselBot(commands.Bot):
         self.in_flight = InFlight()
         """Replies and results in flight: a stop turns new work away and lets these finish first."""
         self.pacer = Pacer()
-        self.first_answers = FirstAnswers(self, self.pacer)
         """Spreads a burst's interactions and results over short turns of the event loop (`bot.pacing`)."""
+        self.first_answers = FirstAnswers(self, self.pacer)
+        """Acknowledges marked commands straight from their gateway frame (`cogs.first`)."""
 
     @property
     def core(self) -> Core:

@@ -139,9 +139,10 @@ class FirstAnswers:
         command = self._bot.tree.get_command(str(command_data.get("name")), type=kind)
         if command is None or not command.extras.get(ACK_FIRST):
             return None
-        if not admits_frame(data, self._bot.settings, closing=self._bot.in_flight.closing):
+        private = frame_private(data)
+        if not admits_frame(data, self._bot.settings, closing=self._bot.in_flight.closing, private=private):
             return None
-        return EPHEMERAL if frame_private(data) else 0
+        return EPHEMERAL if private else 0
 
     # -- acknowledging ---------------------------------------------------------------------------------
 

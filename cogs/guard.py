@@ -72,11 +72,15 @@ def _true_options(options: object) -> Iterator[str]:
         yield from _true_options(option.get("options"))
 
 
+def _asks_private(command: Mapping[str, Any]) -> bool:
+    """Whether a command's data sets one of the private options."""
+    return any(name in PRIVATE_OPTIONS for name in _true_options(command.get("options")))
+
+
 def is_private(interaction: discord.Interaction[Any]) -> bool:
     """Whether the answer will be private: a private option for commands, the message's privacy for clicks."""
     if interaction.type is discord.InteractionType.application_command:
-        data: Mapping[str, Any] = interaction.data or {}
-        return any(name in PRIVATE_OPTIONS for name in _true_options(data.get("options")))
+        return _asks_private(interaction.data or {})
     message = interaction.message
     return message is not None and message.flags.ephemeral
 
@@ -101,9 +105,9 @@ THREAD_TYPES = frozenset({10, 11, 12})
 """Discord's channel types for threads (announcement, public, private)."""
 
 
-def admits_frame(data: Mapping[str, Any], settings: Settings, *, closing: bool) -> bool:
+def admits_frame(data: Mapping[str, Any], settings: Settings, *, closing: bool, private: bool) -> bool:
     """Whether the guard would let this slash command or menu through, from its raw INTERACTION_CREATE
-    payload (`cogs.acks` answers such a command before discord.py builds it)."""
+    payload (`cogs.first` answers such a command before discord.py builds it); `private` as `frame_private`."""
     if closing:
         return False
     channel: Mapping[str, Any] = data.get("channel") or {}
@@ -114,16 +118,13 @@ def admits_frame(data: Mapping[str, Any], settings: Settings, *, closing: bool) 
         return False
     if data.get("guild_id") is None:
         return True
-    command: Mapping[str, Any] = data.get("data") or {}
-    private = any(name in PRIVATE_OPTIONS for name in _true_options(command.get("options")))
     have = discord.Permissions(int(data.get("app_permissions") or 0))
     return not _missing(have, private=private, thread=thread)
 
 
 def frame_private(data: Mapping[str, Any]) -> bool:
     """Whether a raw slash command asks for a private answer (`is_private`, before discord.py builds it)."""
-    command: Mapping[str, Any] = data.get("data") or {}
-    return any(name in PRIVATE_OPTIONS for name in _true_options(command.get("options")))
+    return _asks_private(data.get("data") or {})
 
 
 def _snowflake(value: object) -> int | None:
