@@ -99,6 +99,18 @@ class EaselBot(commands.Bot):
         """Acknowledges marked commands straight from their gateway frame (`cogs.first`)."""
 
     @property
+    def ws(self) -> discord.gateway.DiscordWebSocket:
+        """The gateway connection; each new one (a resume, a reconnect) reads its frames in paced turns."""
+        return self._ws
+
+    @ws.setter
+    def ws(self, ws: discord.gateway.DiscordWebSocket) -> None:
+        # discord.py sets this in `Client.__init__` (to None, before the pacer exists) and on every connect.
+        if isinstance(ws, discord.gateway.DiscordWebSocket):
+            _read_in_turns(ws, self.pacer)
+        self._ws = ws
+
+    @property
     def core(self) -> Core:
         """The core services; available from `setup_hook` on."""
         if self._core is None:
@@ -199,6 +211,24 @@ class EaselBot(commands.Bot):
         await self._stack.aclose()
         self._core = None
         self._workers = None
+
+
+def _read_in_turns(ws: discord.gateway.DiscordWebSocket, pacer: Pacer) -> None:
+    """Make the gateway's reading loop give way to the rest of the bot once its turn of the loop is long.
+
+    `Client.connect` awaits `poll_event` frame after frame, and aiohttp hands over a frame that is already
+    buffered without suspending: a burst of interactions that arrived together was parsed and dispatched in
+    one step of 7-12 ms, with no timer, heartbeat or defer in between. After each frame the reader now takes
+    a `Pacer.turn`, which returns at once while the turn is short.
+    """
+    poll = ws.poll_event
+
+    async def poll_event() -> None:
+        await poll()
+        await pacer.turn()
+
+    # An attribute of this connection only: a later one is wrapped when it is set on the bot.
+    ws.poll_event = poll_event  # type: ignore[method-assign]
 
 
 def _read_text(path: Path) -> str | None:

@@ -10,6 +10,7 @@ when the early one fails.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -201,3 +202,30 @@ async def test_only_commands_whose_first_step_is_the_defer_are_answered_first(
         assert first.flags_for(frame("imagine", command_type=9)) is None
         bot.in_flight.closing = True
         assert first.flags_for(frame("imagine")) is None, "a stopping bot refuses, with its own first answer"
+
+
+async def test_the_gateway_reads_a_burst_of_frames_over_several_turns(fake: FakeDiscord, tmp_path: Path) -> None:
+    """Frames that arrive together are read a few per turn of the loop, not all in one long step."""
+    async with running(fake, tmp_path / "data", extensions=()) as bot:
+        turns = 0
+        seen: list[int] = []
+
+        async def count_turns() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        bot._connection.parsers["EASEL_PROBE"] = lambda _data: seen.append(turns)
+        bot.pacer.budget = 0.0  # every turn is "long" once a frame was read in it
+        counter = asyncio.create_task(count_turns())
+        try:
+            for _ in range(40):  # sent in one step: the bot finds them all buffered together
+                await fake.dispatch("EASEL_PROBE", {})
+            await fake.wait_for(lambda: len(seen) == 40, STEP_S)
+        finally:
+            counter.cancel()
+
+        per_turn = collections.Counter(seen)
+        assert max(per_turn.values()) <= 2, per_turn
+        assert not bot.ws.socket.closed
