@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import io
+import sys
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
@@ -309,6 +311,29 @@ async def test_stream_edit(gpt2: ModelSpec) -> None:
     assert isinstance(completed, Completed)
     assert completed.result.extra["label"] == LABEL_EDIT
     assert completed.result.mock is True
+
+
+@pytest.mark.parametrize("kind", ["generate", "edit"])
+async def test_a_stream_closed_early_closes_what_it_reads_from(gpt2: ModelSpec, kind: str) -> None:
+    """Left to the garbage collector, an async generator is closed by a task of the loop's, at a random turn."""
+    provider = MockProvider()
+    left: list[object] = []
+    hooks = sys.get_asyncgen_hooks()
+    sys.set_asyncgen_hooks(firstiter=hooks.firstiter, finalizer=left.append)
+    try:
+        if kind == "generate":
+            stream = provider.stream_generate(gpt2, GenerateRequest(prompt="a cat", partial_images=2))
+        else:
+            images = (InputImage(png_bytes()),)
+            stream = provider.stream_edit(gpt2, EditRequest(prompt="add a hat", images=images, partial_images=2))
+        first = await anext(stream)
+        await stream.aclose()
+        del stream
+        gc.collect()
+    finally:
+        sys.set_asyncgen_hooks(*hooks)
+    assert isinstance(first, PartialImage)
+    assert left == []
 
 
 # -- edit and variations --------------------------------------------------------------------------

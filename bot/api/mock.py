@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import colorsys
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -599,8 +600,9 @@ class MockProvider:
                 revised_prompt=f"[mock] {req.prompt}",
             )
 
-        async for event in self._stream(job, None, req.partial_images, finish):
-            yield event
+        async with contextlib.aclosing(self._stream(job, None, req.partial_images, finish)) as events:
+            async for event in events:
+                yield event
 
     async def stream_edit(self, spec: ModelSpec, req: EditRequest) -> AsyncGenerator[StreamEvent, None]:
         """`req.partial_images` previews per image (0-3), then Completed with the same result as edit."""
@@ -609,8 +611,10 @@ class MockProvider:
         def finish(images: tuple[GeneratedImage, ...]) -> ImageResult:
             return self._result(spec, job, images, quality=req.quality, background=req.background)
 
-        async for event in self._stream(job, req.images[0] if req.images else None, req.partial_images, finish):
-            yield event
+        source = req.images[0] if req.images else None
+        async with contextlib.aclosing(self._stream(job, source, req.partial_images, finish)) as events:
+            async for event in events:
+                yield event
 
     async def aclose(self) -> None:
         """Nothing to release: the mock opens no connections or files."""
