@@ -225,7 +225,7 @@ def _read_in_turns(ws: discord.gateway.DiscordWebSocket, pacer: Pacer) -> None:
 
     async def poll_event() -> None:
         await poll()
-        await pacer.turn()
+        await pacer.turn(urgent=True)
 
     # An attribute of this connection only: a later one is wrapped when it is set on the bot.
     ws.poll_event = poll_event  # type: ignore[method-assign]

@@ -149,7 +149,7 @@ class FirstAnswers:
     async def _ack(self, interaction_id: int, token: str, flags: int) -> bool:
         """Send the type-5 callback; True once Discord has taken it."""
         async with self._pacer.callbacks.slot():
-            await self._pacer.turn()
+            await self._pacer.turn(urgent=True)
             try:
                 async with asyncio.timeout(ACK_TIMEOUT):
                     await self._send(interaction_id, token, flags)

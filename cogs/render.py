@@ -432,7 +432,7 @@ class Renderer:
         if self.first is not None and await self.first.taken(interaction, ephemeral=ephemeral):
             return
         async with self.pacer.defers.urgent(), self.pacer.callbacks.slot():
-            await self.pacer.turn()
+            await self.pacer.turn(urgent=True)
             try:
                 await interaction.response.defer(thinking=thinking, ephemeral=ephemeral)
             except discord.HTTPException as exc:

@@ -217,7 +217,7 @@ async def test_the_gateway_reads_a_burst_of_frames_over_several_turns(fake: Fake
                 await asyncio.sleep(0)
 
         bot._connection.parsers["EASEL_PROBE"] = lambda _data: seen.append(turns)
-        bot.pacer.budget = 0.0  # every turn is "long" once a frame was read in it
+        bot.pacer.budget = bot.pacer.urgent_budget = 0.0  # every turn is "long" once a frame was read in it
         counter = asyncio.create_task(count_turns())
         try:
             for _ in range(40):  # sent in one step: the bot finds them all buffered together

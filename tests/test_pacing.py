@@ -19,7 +19,7 @@ class Clock:
         return self.now
 
 
-async def turns_between(pacer: Pacer, clock: Clock, jobs: int, cost: float) -> list[int]:
+async def turns_between(pacer: Pacer, clock: Clock, jobs: int, cost: float, *, urgent: bool = False) -> list[int]:
     """Run `jobs` paced tasks costing `cost` s each; how many finished between two steps of a ticker."""
     finished = 0
     seen: list[int] = []
@@ -35,7 +35,7 @@ async def turns_between(pacer: Pacer, clock: Clock, jobs: int, cost: float) -> l
 
     async def job() -> None:
         nonlocal finished
-        await pacer.turn()
+        await pacer.turn(urgent=urgent)
         clock.now += cost  # the work of one task's first step
         finished += 1
 
@@ -56,6 +56,29 @@ async def test_a_burst_is_spread_over_turns_within_the_budget() -> None:
     assert max(counts) == 3
     assert len(counts) >= 7
     assert pacer.yields > 0
+
+
+async def test_urgent_work_has_the_larger_budget() -> None:
+    """1 ms steps with budgets of 2 ms and 5 ms (urgent): two a turn, or five when urgent."""
+    clock = Clock()
+    pacer = Pacer(budget=0.002, urgent_budget=0.005, clock=clock)
+    assert max(await turns_between(pacer, clock, jobs=20, cost=0.001)) == 2
+    assert max(await turns_between(pacer, clock, jobs=20, cost=0.001, urgent=True)) == 5
+
+
+async def test_in_a_turn_past_the_budget_only_urgent_work_goes_on() -> None:
+    clock = Clock()
+    pacer = Pacer(budget=0.002, urgent_budget=0.005, clock=clock)
+    order: list[str] = []
+
+    async def work(name: str, urgent: bool) -> None:
+        await pacer.turn(urgent=urgent)
+        order.append(name)
+        clock.now += 0.0015
+
+    # In one turn: "a" starts the turn's clock, "b" finds it 1.5 ms old, the rest find it 3 ms old.
+    await asyncio.gather(work("a", False), work("b", False), work("later", False), work("defer", True))
+    assert order == ["a", "b", "defer", "later"]
 
 
 async def test_cheap_work_runs_in_the_turn_it_arrives() -> None:

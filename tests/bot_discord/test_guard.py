@@ -67,9 +67,9 @@ async def test_the_guard_waits_for_a_turn_with_room_before_anything_else(
     original = pacer.turn
     answered: list[bool] = []
 
-    async def turn() -> None:
+    async def turn(*, urgent: bool = False) -> None:
         answered.append(any(entry.path.endswith("/callback") for entry in env.http_requests))
-        await original()
+        await original(urgent=urgent)
 
     pacer.turn = turn  # type: ignore[method-assign]
     result = await alice.slash(channel, "imagine", prompt="a red fox")

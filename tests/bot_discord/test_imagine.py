@@ -414,14 +414,16 @@ async def test_a_reply_goes_through_the_pacer_after_its_defer(env: simcord.Env, 
     original = pacer.turn
     deferred: list[bool] = []
 
-    urgent: list[bool] = []
+    busy: list[bool] = []
     slotted: list[int] = []
+    budgets: list[bool] = []
 
-    async def turn() -> None:
+    async def turn(*, urgent: bool = False) -> None:
         deferred.append(any(entry.path.endswith("/callback") for entry in env.http_requests))
-        urgent.append(pacer.defers.busy)
+        busy.append(pacer.defers.busy)
         slotted.append(pacer.callbacks.taken)
-        await original()
+        budgets.append(urgent)
+        await original(urgent=urgent)
 
     pacer.turn = turn  # type: ignore[method-assign]
     result = await alice.slash(channel, "imagine", prompt="a paced fox")
@@ -431,6 +433,7 @@ async def test_a_reply_goes_through_the_pacer_after_its_defer(env: simcord.Env, 
     # its call and after the provider's answer (`Studio.pace`); the result's lookups, its embed and buttons,
     # its upload; its reactions.
     assert deferred == [False] + [True] * 10
-    assert urgent == [True] + [False] * 10, "the defer is urgent work, and nothing after it is"
+    assert busy == [True] + [False] * 10, "the defer is urgent work, and nothing after it is"
+    assert budgets == [True] + [False] * 10, "the defer's turn has the urgent budget"
     assert slotted == [1] + [0] * 10, "the defer holds one of the callback slots, and gives it back"
     assert simcord_bot.first_answers.answered == 0, "under simcord every frame goes to discord.py"
