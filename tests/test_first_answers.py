@@ -229,3 +229,25 @@ async def test_the_gateway_reads_a_burst_of_frames_over_several_turns(fake: Fake
         per_turn = collections.Counter(seen)
         assert max(per_turn.values()) <= 2, per_turn
         assert not bot.ws.socket.closed
+
+
+async def test_the_bot_takes_in_the_events_about_its_own_messages(fake: FakeDiscord, tmp_path: Path) -> None:
+    """Discord tells the bot about its reply (created, edited) and its reactions; nothing of that breaks."""
+    async with running(fake, tmp_path / "data") as bot:
+        reactions: list[discord.RawReactionActionEvent] = []
+
+        async def on_raw_reaction_add(payload: discord.RawReactionActionEvent) -> None:
+            reactions.append(payload)
+
+        bot.add_listener(on_raw_reaction_add)
+        _, token = await fake.slash_command("imagine", {"prompt": "a heron"}, guild_id=GUILD, channel_id=CHANNEL)
+        await fake.wait_for(lambda: result_posted(fake, token), STEP_S)
+        reply = int(fake.original(token)["id"])
+        await fake.wait_for(lambda: len(reactions) == 2, STEP_S)
+
+        cached = next(message for message in bot.cached_messages if message.id == reply)
+        assert cached.attachments, "the result's edit reached the cached reply"
+        assert cached.components, "with its buttons"
+        assert {str(reaction.emoji) for reaction in reactions} == {"🔁", "🚩"}
+        assert all(reaction.user_id == bot.user.id and reaction.guild_id == GUILD for reaction in reactions)
+        assert not bot.ws.socket.closed

@@ -27,6 +27,10 @@ announced, so discord.py keeps none of it in its cache, like a server whose GUIL
 `hold_text_edits` keeps every edit without files unanswered until `release_edits()`: a slow Discord. With
 `keep_uploads=False` the fake counts uploaded bytes (`uploaded_bytes`) but keeps none of them (benchmarks).
 `routes` adds aiohttp routes of the caller's own (a benchmark's control endpoints).
+As Discord does, the gateway tells the bot about its own messages, where the intents it identified with ask
+for them: MESSAGE_CREATE for a reply (a deferred one's "thinking…" placeholder included) and a followup,
+MESSAGE_UPDATE for each edit of the reply, MESSAGE_DELETE, and MESSAGE_REACTION_ADD / _REMOVE for its own
+reactions; private (ephemeral) messages send none. `message_events=False` sends none of these.
 Every call is recorded in `requests`; one the fake has no route for is answered 404 (Discord's "Unknown")
 and recorded in `unhandled` too, so a test can refuse it. The REST routes want `Authorization: Bot <token>`,
 except the interaction and webhook ones, authorized by the token in their path as on Discord. The gateway
@@ -36,11 +40,13 @@ sends plain JSON text frames: discord.py asks for a compressed stream but only d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import itertools
 import json
 import re
 import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -56,6 +62,13 @@ OP_HEARTBEAT = 1
 OP_IDENTIFY = 2
 OP_HELLO = 10
 OP_HEARTBEAT_ACK = 11
+
+GUILD_MESSAGES = 1 << 9
+GUILD_MESSAGE_REACTIONS = 1 << 10
+DIRECT_MESSAGES = 1 << 12
+DIRECT_MESSAGE_REACTIONS = 1 << 13
+EPHEMERAL = 1 << 6
+LOADING = 1 << 7
 
 
 def snowflake(counter: itertools.count[int], when: dt.datetime | None = None) -> int:
@@ -125,9 +138,13 @@ class FakeDiscord:
         upload_delay_s: float = 0.0,
         keep_uploads: bool = True,
         hold_text_edits: bool = False,
+        message_events: bool = True,
         routes: Sequence[web.AbstractRouteDef] = (),
     ) -> None:
         self.token = token
+        self.message_events = message_events
+        """Whether the gateway tells the bot about its own messages and reactions, as Discord does."""
+        self._emitting: set[asyncio.Task[None]] = set()
         self._edits_held = hold_text_edits
         self._edits_released = asyncio.Event()
         self.keep_uploads = keep_uploads
@@ -165,6 +182,8 @@ class FakeDiscord:
         """Each interaction token's original reply."""
         self._channels: dict[str, str] = {}
         """Each interaction token's channel id."""
+        self._guilds: dict[str, str] = {}
+        """Each server channel's server id (channels not in here are DMs)."""
         self.dispatched: dict[str, float] = {}
         """Each interaction id → when its INTERACTION_CREATE was sent (`time.monotonic()`)."""
         self._ws: web.WebSocketResponse | None = None
@@ -264,7 +283,7 @@ class FakeDiscord:
             "mention_roles": [],
             "attachments": attachments,
             "embeds": sent.get("embeds") or [],
-            "components": [],
+            "components": sent.get("components") or [],
             "pinned": False,
             "flags": sent.get("flags") or 0,
             "webhook_id": str(self.application_id),
@@ -315,9 +334,22 @@ class FakeDiscord:
         commands = rf"/applications/{self.application_id}(/guilds/\d+)?/commands"
         if call.method == "PUT" and re.fullmatch(commands, call.path):
             return lambda: _json(self._store_commands(call.json))
-        if call.method in ("PUT", "DELETE") and re.fullmatch(
-            r"/channels/\d+/messages/\d+/reactions/[^/]+/@me", call.path
-        ):
+        reaction = re.fullmatch(r"/channels/(\d+)/messages/(\d+)/reactions/([^/]+)/@me", call.path)
+        if call.method in ("PUT", "DELETE") and reaction is not None:
+            channel_id, message_id, emoji = reaction.groups()
+            name, _, custom_id = urllib.parse.unquote(emoji).partition(":")
+            event = "MESSAGE_REACTION_ADD" if call.method == "PUT" else "MESSAGE_REACTION_REMOVE"
+            data = {
+                "user_id": str(self.application_id),
+                "channel_id": channel_id,
+                "message_id": message_id,
+                "emoji": {"id": custom_id or None, "name": name},
+                "type": 0,
+                "burst": False,
+            }
+            if call.method == "PUT":
+                data |= {"burst_colors": [], "message_author_id": str(self.application_id)}
+            self._emit(event, data, reaction=True)
             return lambda: web.Response(status=204)
         return None
 
@@ -353,7 +385,11 @@ class FakeDiscord:
         flags = int(data.get("flags") or 0)
         channel_id = self._channels.get(token, "0")
         message = self.message(channel_id, data, call.files)
+        if kind == 5:
+            message["flags"] |= LOADING
         self._messages[token] = message
+        if kind in (4, 5):
+            self._emit("MESSAGE_CREATE", message)
         if call.query.get("with_response", "").lower() not in ("1", "true"):
             return web.Response(status=204)  # Discord answers the callback itself only when asked to
         answer: dict[str, Any] = {
@@ -377,7 +413,9 @@ class FakeDiscord:
         if original is None:
             return _json({"message": "Unknown Webhook", "code": 10015}, status=404)
         if match.group(3) is None and call.method == "POST":
-            return _json(self.message(original["channel_id"], call.json, call.files))
+            followup = self.message(original["channel_id"], call.json, call.files)
+            self._emit("MESSAGE_CREATE", followup)
+            return _json(followup)
         if call.method == "GET":
             return _json(original)
         if call.method == "PATCH":
@@ -388,9 +426,13 @@ class FakeDiscord:
             edited = self.message(original["channel_id"], call.json, call.files)
             edited["id"] = original["id"]
             edited["edited_timestamp"] = _stamp()
+            edited["flags"] = original["flags"] & ~LOADING | edited["flags"]
             self._messages[token] = edited
+            self._emit("MESSAGE_UPDATE", edited)
             return _json(edited)
         if call.method == "DELETE":
+            if not original["flags"] & EPHEMERAL:
+                self._emit("MESSAGE_DELETE", {"id": original["id"], "channel_id": original["channel_id"]})
             return web.Response(status=204)
         return _json({"message": "405: Method Not Allowed", "code": 0}, status=405)
 
@@ -465,6 +507,29 @@ class FakeDiscord:
         self._sequence += 1
         await self._ws.send_str(json.dumps({"op": OP_DISPATCH, "t": event, "s": self._sequence, "d": data}))
 
+    def _emit(self, event: str, data: dict[str, Any], *, reaction: bool = False) -> None:
+        """Tell the bot about its own message (or reaction) just after the REST answer, if Discord would."""
+        if not self.message_events or self._ws is None or self._ws.closed:
+            return
+        if not reaction and data.get("flags", 0) & EPHEMERAL:
+            return  # private replies are the member's alone
+        guild_id = self._guilds.get(str(data["channel_id"]))
+        if guild_id is not None:
+            wanted = GUILD_MESSAGE_REACTIONS if reaction else GUILD_MESSAGES
+        else:
+            wanted = DIRECT_MESSAGE_REACTIONS if reaction else DIRECT_MESSAGES
+        if not int((self.gateway.identify or {}).get("intents") or 0) & wanted:
+            return
+        if guild_id is not None:
+            data = {**data, "guild_id": guild_id}
+        task = asyncio.create_task(self._send_event(event, data))
+        self._emitting.add(task)
+        task.add_done_callback(self._emitting.discard)
+
+    async def _send_event(self, event: str, data: dict[str, Any]) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):  # the bot went away meanwhile
+            await self.dispatch(event, data)
+
     # -- interactions ---------------------------------------------------------------------------------
 
     async def slash_command_in_dm(self, name: str, options: dict[str, Any], *, user_id: int | None = None) -> str:
@@ -493,6 +558,8 @@ class FakeDiscord:
         interaction_id = str(self.new_id())
         token = f"interaction-token-{self.new_id()}"
         self._channels[token] = channel
+        if guild_id is not None:
+            self._guilds[channel] = str(guild_id)
         command = self.commands.get(name)
         kinds = {str: 3, int: 4, bool: 5}
         where: dict[str, Any]
