@@ -36,6 +36,7 @@ from bot.pacing import Pacer
 from bot.services import Core, cli_lifetime, open_core
 from bot.store.ledger import utc_now
 from cogs import EXTENSIONS
+from cogs.echoes import Echoes
 from cogs.first import FirstAnswers
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,8 @@ class EaselBot(commands.Bot):
         """Spreads a burst's interactions and results over short turns of the event loop (`bot.pacing`)."""
         self.first_answers = FirstAnswers(self, self.pacer)
         """Acknowledges marked commands straight from their gateway frame (`cogs.first`)."""
+        self.echoes = Echoes(self)
+        """Drops the gateway's events about the bot's own messages and reactions (`cogs.echoes`)."""
 
     @property
     def ws(self) -> discord.gateway.DiscordWebSocket:
@@ -139,6 +142,7 @@ class EaselBot(commands.Bot):
         for extension in self._extensions:
             await self.load_extension(extension)
         self.first_answers.install()
+        self.echoes.install()
         if self._sync:
             await self.sync_commands()
         # The ~75k objects loaded at start-up never die; moving them out of the collector's sight keeps

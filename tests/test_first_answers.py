@@ -231,18 +231,29 @@ async def test_the_gateway_reads_a_burst_of_frames_over_several_turns(fake: Fake
         assert not bot.ws.socket.closed
 
 
-async def test_the_bot_takes_in_the_events_about_its_own_messages(fake: FakeDiscord, tmp_path: Path) -> None:
-    """Discord tells the bot about its reply (created, edited) and its reactions; nothing of that breaks."""
+async def imagine_with_reactions(fake: FakeDiscord, bot: EaselBot) -> tuple[int, list[discord.RawReactionActionEvent]]:
+    """Run /imagine in a server channel until its result is posted and its two reactions are on; the reply's
+    id, and the raw reaction events the bot received (the bot listening to its own)."""
+    reactions: list[discord.RawReactionActionEvent] = []
+
+    async def on_raw_reaction_add(payload: discord.RawReactionActionEvent) -> None:
+        reactions.append(payload)
+
+    bot.add_listener(on_raw_reaction_add)
+    _, token = await fake.slash_command("imagine", {"prompt": "a heron"}, guild_id=GUILD, channel_id=CHANNEL)
+    await fake.wait_for(lambda: result_posted(fake, token), STEP_S)
+    reactions_on = rf"/channels/{CHANNEL}/messages/\d+/reactions/[^/]+/@me"
+    await fake.wait_for(lambda: len(fake.calls("PUT", reactions_on)) == 2, STEP_S)
+    return int(fake.original(token)["id"]), reactions
+
+
+async def test_discord_py_takes_in_the_fakes_events_about_the_bots_own_messages(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    """The fake's echoes are shaped as discord.py wants them (with the bot's own filter out of the way)."""
     async with running(fake, tmp_path / "data") as bot:
-        reactions: list[discord.RawReactionActionEvent] = []
-
-        async def on_raw_reaction_add(payload: discord.RawReactionActionEvent) -> None:
-            reactions.append(payload)
-
-        bot.add_listener(on_raw_reaction_add)
-        _, token = await fake.slash_command("imagine", {"prompt": "a heron"}, guild_id=GUILD, channel_id=CHANNEL)
-        await fake.wait_for(lambda: result_posted(fake, token), STEP_S)
-        reply = int(fake.original(token)["id"])
+        bot.echoes.uninstall()
+        reply, reactions = await imagine_with_reactions(fake, bot)
         await fake.wait_for(lambda: len(reactions) == 2, STEP_S)
 
         cached = next(message for message in bot.cached_messages if message.id == reply)
@@ -251,3 +262,45 @@ async def test_the_bot_takes_in_the_events_about_its_own_messages(fake: FakeDisc
         assert {str(reaction.emoji) for reaction in reactions} == {"🔁", "🚩"}
         assert all(reaction.user_id == bot.user.id and reaction.guild_id == GUILD for reaction in reactions)
         assert not bot.ws.socket.closed
+
+
+async def test_the_bot_drops_the_echoes_of_its_own_messages(fake: FakeDiscord, tmp_path: Path) -> None:
+    """Its reply created and edited, its two reactions: dropped before discord.py builds anything of them."""
+    async with running(fake, tmp_path / "data") as bot:
+        reply, reactions = await imagine_with_reactions(fake, bot)
+        # The placeholder, the estimate, the result and the two reactions at least; all sent before the last
+        # reaction's answer, so one more frame read from the gateway has them all in.
+        await fake.dispatch("EASEL_PROBE", {})
+        await fake.wait_for(lambda: bot.echoes.dropped >= 5, STEP_S)
+
+        assert all(message.id != reply for message in bot.cached_messages)
+        assert reactions == []
+        assert not bot.ws.socket.closed
+
+
+async def test_members_messages_and_reactions_still_reach_discord_py(fake: FakeDiscord, tmp_path: Path) -> None:
+    async with running(fake, tmp_path / "data") as bot:
+        reactions: list[discord.RawReactionActionEvent] = []
+
+        async def on_raw_reaction_add(payload: discord.RawReactionActionEvent) -> None:
+            reactions.append(payload)
+
+        bot.add_listener(on_raw_reaction_add)
+        member = fake.user(fake.new_id(), "member")
+        message = fake.message(str(CHANNEL), {"content": ""}) | {"author": member, "webhook_id": None}
+        await fake.dispatch("MESSAGE_CREATE", message)
+        reaction = {
+            "user_id": member["id"],
+            "channel_id": str(CHANNEL),
+            "message_id": message["id"],
+            "emoji": {"id": None, "name": "🔁"},
+            "type": 0,
+            "burst": False,
+            "burst_colors": [],
+        }
+        await fake.dispatch("MESSAGE_REACTION_ADD", reaction)
+        await fake.wait_for(lambda: reactions, STEP_S)
+
+        assert any(cached.id == int(message["id"]) for cached in bot.cached_messages)
+        assert reactions[0].user_id == int(member["id"])
+        assert bot.echoes.dropped == 0
