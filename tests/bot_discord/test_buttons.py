@@ -228,6 +228,20 @@ async def test_old_buttons_work_after_a_restart(settings: Settings) -> None:
         await second.close()
 
 
+async def test_results_leave_nothing_per_message_in_the_view_store(env: simcord.Env, simcord_bot: EaselBot) -> None:
+    """Every button is a dynamic item, found by its custom_id: discord.py keeps no view per posted message,
+    so a bot that posts results for months holds no more for it (a view with timeout=None and one plain
+    button would be kept for as long as the process runs)."""
+    _, alice, message = await imagine(env)
+    await alice.click(message, custom_id="easel:v:1:0")
+    await alice.click(message, custom_id="easel:rr:1")
+    store = simcord_bot._connection._view_store
+    assert await jobs(simcord_bot) == 3
+    assert store._views == {}
+    assert store._synced_message_views == {}
+    assert store._modals == {}
+
+
 def rows(view: discord.ui.View) -> list[list[str]]:
     found: dict[int, list[str]] = {}
     for item in view.children:
