@@ -1187,7 +1187,7 @@ async def burst_case(count: int, drawing: DrawingProcesses, options: Options) ->
             out = io.StringIO()
             pstats.Stats(arrival, stream=out).sort_stats("cumulative").print_stats(45)
             result.notes.append(
-                f"cProfile of the burst's arrival (first frame to last defer written), by own time:"
+                f"cProfile of the burst's arrival (first frame to last defer written), by cumulative time:"
                 f"\n\n```\n{_trim(out.getvalue())}```"
             )
         result.notes.append(breakdown(f"Burst of {count}: where the time went", probe, ids))
