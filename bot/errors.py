@@ -32,6 +32,15 @@ from __future__ import annotations
 
 import datetime as dt
 
+QUOTE_LIMIT = 40
+"""Characters of a member's own text that an error sentence quotes back (Discord caps a reply at 2,000)."""
+
+
+def quoted(value: str, limit: int = QUOTE_LIMIT) -> str:
+    """`value` as an error sentence quotes it (`repr`), cut to `limit` characters with an ellipsis."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 2] + "…" + text[0]
+
 
 class EaselError(Exception):
     """Base class. `message` is one friendly sentence; provider details ride along as fields."""

@@ -64,8 +64,17 @@ def _permission_names(names: Iterable[str]) -> str:
     return f"{listed} permission" + ("" if len(shown) == 1 else "s")
 
 
+SENTENCE_LIMIT = 600
+"""Characters at most of a sentence `friendly` returns: well inside Discord's 2,000 for a reply's text."""
+
+
 def friendly(error: BaseException, *, job_id: int | None = None) -> str:
-    """One sentence (two at most) for `error`, safe to show in the channel."""
+    """One sentence (two at most) for `error`, safe to show in the channel, at most `SENTENCE_LIMIT` long."""
+    text = _sentence(error, job_id=job_id)
+    return text if len(text) <= SENTENCE_LIMIT else text[: SENTENCE_LIMIT - 1].rstrip() + "…"
+
+
+def _sentence(error: BaseException, *, job_id: int | None) -> str:
     if isinstance(error, app_commands.CommandInvokeError):
         error = error.original
     match error:

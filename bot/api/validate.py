@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 
 from bot.api.types import EditRequest, GenerateRequest, InputImage, VaryRequest
 from bot.catalogue import ModelSpec, parse_size
-from bot.errors import BadImage, InvalidOption
+from bot.errors import BadImage, InvalidOption, quoted
 
 # The API takes masks under 4 MB whatever the image limit is.
 MASK_MAX_BYTES = 4 * 1024 * 1024
@@ -78,7 +78,7 @@ class RequestChecker:
             raise InvalidOption(f"{spec.name} takes no {label}; {who}.", param=param)
         if value not in allowed:
             raise InvalidOption(
-                f"{label} {value!r} is not offered by {spec.name}: use {_choices(allowed)}.",
+                f"{label} {quoted(value)} is not offered by {spec.name}: use {_choices(allowed)}.",
                 param=param,
             )
 
@@ -108,7 +108,7 @@ class RequestChecker:
         if parsed is None:
             examples = [s for s in spec.sizes if parse_size(s) is not None][:3]
             raise InvalidOption(
-                f"size {size!r} is not a size: write WIDTHxHEIGHT, e.g. {_choices(examples)}.", param="size"
+                f"size {quoted(size)} is not a size: write WIDTHxHEIGHT, e.g. {_choices(examples)}.", param="size"
             )
         if spec.size_rule is None:
             raise InvalidOption(

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from bot.errors import ConfigError, ModelUnavailable
+from bot.errors import ConfigError, ModelUnavailable, quoted
 
 Endpoint = Literal["generate", "edit", "variations"]
 Status = Literal["active", "deprecated", "shutdown"]
@@ -456,7 +456,7 @@ class Catalogue:
         spec = self.find(name)
         if spec is None:
             known = ", ".join(s.name for s in self)
-            raise ModelUnavailable(f"There is no model called {name!r}; choose one of: {known}.", model=name)
+            raise ModelUnavailable(f"There is no model called {quoted(name)}; choose one of: {known}.", model=name)
         return spec
 
     def active(self, today: dt.date) -> list[ModelSpec]:

@@ -24,7 +24,7 @@ from typing import Literal
 
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageOps
 
-from bot.errors import BadImage, InvalidOption
+from bot.errors import BadImage, InvalidOption, quoted
 
 Shape = Literal["rect", "ellipse"]
 
@@ -157,7 +157,8 @@ def parse_region(text: str) -> Region:
     rest = [word for word in words if word not in _SHAPES]
     if values:
         if rest:
-            raise InvalidOption(f"The region has a word Easel cannot read ({rest[0]!r}): {_forms()}.", param="region")
+            word = quoted(rest[0])
+            raise InvalidOption(f"The region has a word Easel cannot read ({word}): {_forms()}.", param="region")
         missing = [key for key in ("x", "y", "w", "h") if key not in values]
         if missing:
             raise InvalidOption(

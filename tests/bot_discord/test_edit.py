@@ -186,6 +186,16 @@ async def test_a_bad_region_is_explained(world: World) -> None:
     assert await world.jobs() == []
 
 
+async def test_a_very_long_region_is_quoted_short_and_answered_at_once(world: World) -> None:
+    """A region with 2,100 characters of noise is refused before the defer, in a sentence Discord takes."""
+    region = "x=10 y=10 w=50 h=50 " + "q" * 2100
+    result = await world.alice.slash(world.channel, "edit", image=("a.png", PHOTO), prompt="x", region=region)
+    sentence = _only_for(result)
+    assert "cannot read ('qqqq" in sentence
+    assert len(sentence) < 400
+    assert await world.jobs() == []
+
+
 async def test_a_broken_picture_fails_privately_with_nothing_charged(world: World) -> None:
     """A file that claims to be a PNG but is not: the job is refused, the member alone is told."""
     result = await world.alice.slash(world.channel, "vary", image=("broken.png", b"not really a png"))

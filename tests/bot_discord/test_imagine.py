@@ -149,6 +149,24 @@ async def test_more_images_than_the_server_allows_are_refused_kindly(env: simcor
     assert await simcord_bot.core.db.fetchval("SELECT COUNT(*) FROM jobs") == 0
 
 
+@pytest.mark.parametrize("option", ["size", "quality", "model"])
+async def test_a_very_long_option_is_quoted_short_and_still_answered(
+    env: simcord.Env, simcord_bot: EaselBot, option: str
+) -> None:
+    """2,500 characters typed into a text option: the refusal quotes a few of them (Discord takes at most 2,000
+    in a reply; a longer one would be refused and the member told nothing), and nothing is charged."""
+    channel, alice = world(env)
+    result = await alice.slash(channel, "imagine", prompt="foxes", **{option: "z" * 2500})
+
+    (reply,) = result.followups
+    assert reply.ephemeral
+    assert "'zzzz" in reply.content
+    assert "…'" in reply.content
+    assert len(reply.content) < 300
+    job = await simcord_bot.core.ledger.job(1)
+    assert job is None or job.cost_state == "free"
+
+
 async def test_an_option_the_model_lacks_is_refused_privately_and_recorded(
     env: simcord.Env, simcord_bot: EaselBot
 ) -> None:
