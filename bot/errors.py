@@ -15,14 +15,15 @@ provider text beyond what helps them) and structured fields for code that wants 
     │   ├── ImageGone               a stored result image is gone from disk and from Discord
     │   ├── QueueFull               the user already has as many requests waiting as allowed; nothing charged
     │   └── JobCancelled            a waiting job was cancelled (❌ or Cancel) or cannot resume; nothing charged
-    └── ProviderError               the provider could not do it right now: not the user's fault (CLI exit 1)
+    └── ProviderError               the provider could not do it right now: not the user's fault (CLI exit 1);
+        │                           .maybe_billed when it had the whole request and may have billed it
         ├── AuthenticationFailed    401: the API key is missing, wrong or revoked
         ├── PermissionDenied        403: e.g. the organisation must be verified for this model
         ├── RateLimited             429 rate_limit_exceeded; .retry_after seconds when the provider said
         ├── QuotaExhausted          insufficient_quota / billing_hard_limit_reached: the admin must top up
         ├── ProviderUnavailable     5xx, connection failures, malformed answers
         │   └── StreamInterrupted   a streamed answer broke off before the final image
-        └── ProviderTimeout         no answer in time; .maybe_billed when the request had been sent
+        └── ProviderTimeout         no answer in time
 
 `bot.api.http.error_from_response` is the single place that maps an HTTP status and the body's
 `error.type` / `error.code` onto these classes; nothing matches on message text.
@@ -183,7 +184,25 @@ class JobCancelled(RequestError):
 
 
 class ProviderError(EaselError):
-    """The provider could not serve the request now; trying later or fixing the account helps."""
+    """The provider could not serve the request now; trying later or fixing the account helps.
+
+    `maybe_billed` is true when the provider had the whole request and may have made, and billed, the
+    images although no usable answer came back (no answer in time, a connection that broke while the
+    answer was read, a success whose body could not be read): the ledger then keeps the estimate as an
+    unknown charge instead of refunding it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        maybe_billed: bool = False,
+        status: int | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, code=code, request_id=request_id)
+        self.maybe_billed = maybe_billed
 
 
 class AuthenticationFailed(ProviderError):
@@ -224,15 +243,3 @@ class StreamInterrupted(ProviderUnavailable):
 
 class ProviderTimeout(ProviderError):
     """No answer in time. `maybe_billed` is true when the provider had the whole request."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        maybe_billed: bool = False,
-        status: int | None = None,
-        code: str | None = None,
-        request_id: str | None = None,
-    ) -> None:
-        super().__init__(message, status=status, code=code, request_id=request_id)
-        self.maybe_billed = maybe_billed

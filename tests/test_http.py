@@ -644,15 +644,35 @@ async def test_read_timeout_is_maybe_billed_and_not_retried(
     assert no_sleep.delays == []
 
 
-@pytest.mark.parametrize("exc", [httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError])
+@pytest.mark.parametrize(
+    ("exc", "billed"), [(httpx.ReadError, True), (httpx.RemoteProtocolError, True), (httpx.WriteError, False)]
+)
 async def test_broken_connection_after_sending_is_not_retried(
-    respx_mock: respx.MockRouter, provider: OpenAIProvider, spec: ModelSpec, exc: type[Exception]
+    respx_mock: respx.MockRouter, provider: OpenAIProvider, spec: ModelSpec, exc: type[Exception], billed: bool
 ) -> None:
-    """A connection that broke after the request was sent is ProviderUnavailable after exactly one call."""
+    """A connection that broke after the request was sent is ProviderUnavailable after exactly one call; one
+    that broke while the answer was read (the provider had the whole request) may have been billed."""
     route = respx_mock.post(GEN_URL).mock(side_effect=exc)
-    with pytest.raises(ProviderUnavailable):
+    with pytest.raises(ProviderUnavailable) as caught:
         await provider.generate(spec, REQ)
     assert route.call_count == 1
+    assert caught.value.maybe_billed is billed
+    assert ("may still have been billed" in caught.value.message) is billed
+
+
+async def test_a_broken_read_on_a_call_that_costs_nothing_is_not_billed(
+    respx_mock: respx.MockRouter, client: httpx.AsyncClient
+) -> None:
+    """A poll or a download (`billable=False`) that breaks while reading is a plain ProviderUnavailable."""
+    respx_mock.get("https://x.test/poll").mock(side_effect=httpx.ReadError("reset"))
+    with pytest.raises(ProviderUnavailable) as caught:
+        await send(
+            client,
+            lambda: client.build_request("GET", "https://x.test/poll"),
+            policy=RetryPolicy(max_retries=0, sleep=NoSleep()),
+            billable=False,
+        )
+    assert caught.value.maybe_billed is False
 
 
 async def test_retried_requests_carry_the_same_body(

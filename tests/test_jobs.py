@@ -21,7 +21,7 @@ from bot.api.mock import MockProvider
 from bot.api.openai import OpenAIProvider
 from bot.api.types import EditRequest, GenerateRequest, InputImage, PartialImage, VaryRequest
 from bot.catalogue import Catalogue
-from bot.errors import BadImage, BudgetExceeded, ContentRejected, InvalidOption, ProviderTimeout
+from bot.errors import BadImage, BudgetExceeded, ContentRejected, InvalidOption, ProviderTimeout, ProviderUnavailable
 from bot.imaging.masks import parse_region
 from bot.jobs import Requester, Studio, generate_again
 from bot.store.db import Database, shipped_migrations
@@ -166,6 +166,51 @@ async def test_read_timeout_keeps_an_unknown_charge(respx_mock: respx.MockRouter
     row = await job(db, 1)
     assert row["cost_state"] == "unknown"
     assert await net(db) == row["estimate"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(200, json={"created": 1, "data": [{"b64_json": "!!not base64"}]}),
+        httpx.Response(200, text="<html>gateway says hi</html>"),
+        httpx.Response(200, json={"created": 1, "data": []}),
+    ],
+    ids=["image-does-not-decode", "not-json", "no-image"],
+)
+@respx.mock(base_url=BASE)
+async def test_a_success_that_cannot_be_read_keeps_an_unknown_charge(
+    respx_mock: respx.MockRouter, studio: Studio, db: Database, answer: httpx.Response
+) -> None:
+    """A 200 means the provider made (and billed) the images: an answer we cannot use is not refunded."""
+    respx_mock.post("/images/generations").mock(return_value=answer)
+    with pytest.raises(ProviderUnavailable) as caught:
+        await studio.generate(GenerateRequest(prompt="a fox", quality="low", size="1024x1024"), ALICE)
+    assert "may still have been billed" in caught.value.message
+    row = await job(db, 1)
+    assert (row["status"], row["cost_state"]) == ("failed", "unknown")
+    assert await net(db) == row["estimate"]
+
+
+@pytest.mark.parametrize(
+    ("broken", "kept"),
+    [
+        (httpx.ReadError("reset"), "unknown"),
+        (httpx.RemoteProtocolError("gone"), "unknown"),
+        (httpx.WriteError("x"), "refunded"),
+    ],
+    ids=["read", "protocol", "write"],
+)
+@respx.mock(base_url=BASE)
+async def test_a_connection_broken_after_sending_keeps_an_unknown_charge(
+    respx_mock: respx.MockRouter, studio: Studio, db: Database, broken: Exception, kept: str
+) -> None:
+    """Broken while the answer was read: the provider had the whole request, so it may have billed; broken while
+    the request was still being written: it had nothing to bill, so the reservation goes back."""
+    respx_mock.post("/images/generations").mock(side_effect=broken)
+    with pytest.raises(ProviderUnavailable):
+        await studio.generate(GenerateRequest(prompt="a fox", quality="low", size="1024x1024"), ALICE)
+    row = await job(db, 1)
+    assert row["cost_state"] == kept
 
 
 async def test_mock_jobs_cost_nothing(db: Database, catalogue: Catalogue) -> None:

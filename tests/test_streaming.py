@@ -322,6 +322,8 @@ async def test_stream_breaking_midway_is_interrupted(
         await collect(provider.stream_generate(spec, REQ), events)
     assert events == [PartialImage(index=0, sequence=0, data=PARTIAL_0, mime="image/png")]
     assert caught.value.request_id == "req_cut"
+    # The provider had the request and was answering it: the ledger keeps the estimate, not a refund.
+    assert caught.value.maybe_billed is True
 
 
 async def test_stream_breaking_after_completed_event_still_interrupted(
@@ -366,9 +368,22 @@ async def test_stream_ending_without_completed_is_interrupted(
     """A stream that ends cleanly but never sent a completed event raises StreamInterrupted."""
     respx_mock.post(GEN_URL).mock(return_value=stream_response(*chunks))
     events: list[StreamEvent] = []
-    with pytest.raises(StreamInterrupted):
+    with pytest.raises(StreamInterrupted) as caught:
         await collect(provider.stream_generate(spec, REQ), events)
     assert not any(isinstance(e, Completed) for e in events)
+    assert caught.value.maybe_billed is True
+
+
+async def test_an_error_the_stream_reports_is_its_word_not_a_possible_charge(
+    respx_mock: respx.MockRouter, provider: OpenAIProvider, spec: ModelSpec
+) -> None:
+    """A server_error event in the stream is the provider saying it failed: mapped as such, not maybe billed."""
+    event = sse("error", {"type": "error", "error": {"type": "server_error", "message": "The server had an error."}})
+    respx_mock.post(GEN_URL).mock(return_value=stream_response(partial(PARTIAL_0, 0), event))
+    with pytest.raises(ProviderUnavailable) as caught:
+        await collect(provider.stream_generate(spec, REQ))
+    assert not isinstance(caught.value, StreamInterrupted)
+    assert caught.value.maybe_billed is False
 
 
 async def test_stream_error_event_moderation(

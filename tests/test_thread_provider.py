@@ -208,6 +208,7 @@ async def test_entry_error_text_is_redacted(
         await make_provider(api).generate(catalogue.get("dall-e-2"), _request())
     assert TOKEN not in caught.value.message
     assert "upstream refused" in caught.value.message
+    assert caught.value.maybe_billed is False  # the service said it failed: its word, refunded
 
 
 @pytest.fixture
@@ -226,6 +227,8 @@ async def test_foreign_image_host_is_refused(
         await make_provider(foreign_api).generate(catalogue.get("dall-e-2"), _request())
     assert FOREIGN in caught.value.message
     assert not foreign_api.calls("GET", r"^/storage/")
+    # The service answered with images it made (and billed): not ours to refund.
+    assert caught.value.maybe_billed is True
 
 
 async def test_admin_can_allow_another_image_host(
@@ -240,8 +243,9 @@ async def test_admin_can_allow_another_image_host(
 
 async def test_download_byte_cap(api: ThreadApi, make_provider: MakeProvider, catalogue: Catalogue) -> None:
     provider = make_provider(api, max_download_bytes=100)
-    with pytest.raises(ProviderUnavailable, match="download cap"):
+    with pytest.raises(ProviderUnavailable, match="download cap") as caught:
         await provider.generate(catalogue.get("dall-e-2"), _request(n=1))
+    assert caught.value.maybe_billed is True
 
 
 async def test_model_without_thread_code_is_unavailable(

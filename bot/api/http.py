@@ -3,7 +3,8 @@
 The policy copies the official OpenAI SDK's: retry 408, 409, 429, 5xx and failed connections; honour
 `x-should-retry`, `retry-after-ms` and `retry-after` (seconds or an HTTP date) up to a cap; otherwise back
 off exponentially with jitter. A request whose answer never arrived (read timeout, dropped connection
-after sending) is not retried: the provider may already have made, and billed, the images.
+after sending) is not retried, and its error is `maybe_billed`: the provider may already have made, and
+billed, the images. So is a success the provider's own code cannot use (`billed_anyway`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,28 @@ MODEL_CODES = frozenset({"model_not_found", "DeploymentNotFound", "model_not_ava
 IMAGE_PARAMS = frozenset({"image", "image[]", "mask", "images"})
 
 Sleep = Callable[[float], Awaitable[None]]
+
+_AFTER_SENDING = (httpx.ReadError, httpx.RemoteProtocolError)
+"""Transport errors raised while the answer is read, so after the provider had the whole request."""
+BILLED_NOTE = "; the images may still have been billed, so check the spending before trying again."
+"""How a sentence about an answer that came too late or broken ends (its full stop replaced)."""
+
+
+def billed_anyway(error: ProviderUnavailable, *, request_id: str | None = None) -> ProviderUnavailable:
+    """`error` for an answer the provider gave after it had the whole request: it may have billed.
+
+    For a success whose body could not be used (not JSON, no image, an image that does not decode, a
+    download that failed): the provider made the images, so the ledger must not refund them.
+    """
+    if error.maybe_billed:
+        return error
+    return type(error)(
+        error.message.rstrip(".") + BILLED_NOTE,
+        maybe_billed=True,
+        status=error.status,
+        code=error.code,
+        request_id=error.request_id or request_id,
+    )
 
 
 class _Meta(TypedDict):
@@ -254,8 +277,12 @@ async def send(
                 maybe_billed=billable,
             ) from None
         except httpx.TransportError as exc:
+            # A read that broke (the answer, or its body) comes after the whole request went out.
+            sent = billable and isinstance(exc, _AFTER_SENDING)
             raise ProviderUnavailable(
-                f"The connection to the image service broke ({type(exc).__name__}); try again."
+                f"The connection to the image service broke ({type(exc).__name__})"
+                + (BILLED_NOTE if sent else "; try again."),
+                maybe_billed=sent,
             ) from None
 
         if response.is_success:

@@ -16,7 +16,7 @@ import httpx
 
 from bot.api import decode
 from bot.api.download import DEFAULT_MAX_DOWNLOAD, fetch_images
-from bot.api.http import RetryPolicy, error_from_body, send
+from bot.api.http import BILLED_NOTE, RetryPolicy, billed_anyway, error_from_body, send
 from bot.api.sse import iter_sse
 from bot.api.types import (
     Completed,
@@ -31,7 +31,7 @@ from bot.api.types import (
     VaryRequest,
 )
 from bot.catalogue import ModelSpec
-from bot.errors import ProviderTimeout, ProviderUnavailable, StreamInterrupted
+from bot.errors import EaselError, ProviderTimeout, ProviderUnavailable, StreamInterrupted
 from bot.log import register_secrets
 
 USER_AGENT = "Easel/0.1 (+https://github.com/easel-bot/easel)"
@@ -199,10 +199,14 @@ class OpenAIProvider:
             policy=self._retry,
         )
         try:
-            body = response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ProviderUnavailable("The image service answered with something that is not JSON.") from None
-        return await self._result(spec, body, response.headers)
+            try:
+                body = response.json()
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise ProviderUnavailable("The image service answered with something that is not JSON.") from None
+            return await self._result(spec, body, response.headers)
+        except ProviderUnavailable as error:
+            # A success: the images were made and billed, whatever became of the answer on its way.
+            raise billed_anyway(error, request_id=_request_id(response.headers)) from None
 
     async def _result(self, spec: ModelSpec, body: object, headers: Mapping[str, str]) -> ImageResult:
         if not isinstance(body, dict) or not isinstance(body.get("data"), list) or not body["data"]:
@@ -231,7 +235,7 @@ class OpenAIProvider:
             output_format=body.get("output_format") or None,
             revised_prompt=revised,
             usage=_usage(body.get("usage")),
-            request_id=headers.get("x-request-id") or headers.get("apim-request-id"),
+            request_id=_request_id(headers),
         )
 
     async def generate(self, spec: ModelSpec, req: GenerateRequest) -> ImageResult:
@@ -276,6 +280,7 @@ class OpenAIProvider:
         )
         finals: list[str] = []
         last: dict[str, Any] = {}
+        reported: EaselError | None = None
         try:
             if "text/event-stream" not in response.headers.get("content-type", ""):
                 # A server that ignores `stream` answers with one JSON body: still a valid result.
@@ -300,7 +305,8 @@ class OpenAIProvider:
                 kind = str(payload.get("type") or event)
                 if kind == "error" or "error" in payload:
                     error = payload.get("error", payload)
-                    raise error_from_body(None, error if isinstance(error, dict) else {}, response.headers)
+                    reported = error_from_body(None, error if isinstance(error, dict) else {}, response.headers)
+                    raise reported
                 if kind.endswith(".partial_image"):
                     blob = await asyncio.to_thread(decode.decode_b64, str(payload.get("b64_json", "")))
                     fmt = str(payload.get("output_format") or "png")
@@ -318,16 +324,23 @@ class OpenAIProvider:
                 "The image stream stopped answering; the request may still have been billed.", maybe_billed=True
             ) from None
         except httpx.TransportError:
+            # The provider had the request and was answering it: it may finish, and bill, the images anyway.
             raise StreamInterrupted(
-                "The image stream broke off before the image was finished; try again.",
-                request_id=response.headers.get("x-request-id"),
+                "The image stream broke off before the image was finished" + BILLED_NOTE,
+                maybe_billed=True,
+                request_id=_request_id(response.headers),
             ) from None
+        except ProviderUnavailable as error:
+            if error is reported:  # the provider said what went wrong: its word, not a broken answer
+                raise
+            raise billed_anyway(error, request_id=_request_id(response.headers)) from None
         finally:
             await response.aclose()
         if not finals:
             raise StreamInterrupted(
-                "The image stream ended before the image was finished; try again.",
-                request_id=response.headers.get("x-request-id"),
+                "The image stream ended before the image was finished" + BILLED_NOTE,
+                maybe_billed=True,
+                request_id=_request_id(response.headers),
             )
         body = {
             "data": [{"b64_json": b64} for b64 in finals],
@@ -337,7 +350,11 @@ class OpenAIProvider:
             "output_format": last.get("output_format"),
             "usage": last.get("usage"),
         }
-        yield Completed(await self._result(spec, body, response.headers))
+        try:
+            result = await self._result(spec, body, response.headers)
+        except ProviderUnavailable as error:
+            raise billed_anyway(error, request_id=_request_id(response.headers)) from None
+        yield Completed(result)
 
     async def aclose(self) -> None:
         """Nothing of its own to close: the HTTP client belongs to whoever made it."""
@@ -392,3 +409,8 @@ class AzureProvider(OpenAIProvider):
         if self._key:
             headers["api-key"] = self._key
         return headers
+
+
+def _request_id(headers: Mapping[str, str]) -> str | None:
+    """The provider's id for a request, from its answer's headers (OpenAI's, or Azure's)."""
+    return headers.get("x-request-id") or headers.get("apim-request-id")

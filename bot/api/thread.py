@@ -26,7 +26,7 @@ import httpx
 
 from bot.api import decode
 from bot.api.download import DEFAULT_MAX_DOWNLOAD, fetch_images
-from bot.api.http import CONTENT_CODES, RetryPolicy, error_from_body, send
+from bot.api.http import CONTENT_CODES, RetryPolicy, billed_anyway, error_from_body, send
 from bot.api.openai import USER_AGENT
 from bot.api.types import (
     Completed,
@@ -240,10 +240,17 @@ class ThreadProvider:
                 )
             await self._retry.sleep(min(delay, remaining))
             delay = min(delay * 2.0, self._poll_max)
-            entries = await self._call("GET", f"/threads/{guid}/entries", billable=False)
+            try:
+                entries = await self._call("GET", f"/threads/{guid}/entries", billable=False)
+            except ProviderUnavailable as failed:
+                # The service has the request: it may make, and bill, the images while the poll fails.
+                raise billed_anyway(failed, request_id=request_guid) from None
             polls += 1
             if not isinstance(entries, list):
-                raise ProviderUnavailable("The thread image service listed the thread's entries in a strange form.")
+                raise billed_anyway(
+                    ProviderUnavailable("The thread image service listed the thread's entries in a strange form."),
+                    request_id=request_guid,
+                )
             listed = [entry for entry in entries if isinstance(entry, dict)]
             ours = next((e for e in listed if request_guid and e.get("guid") == request_guid), None)
             if ours is not None:
@@ -261,9 +268,11 @@ class ThreadProvider:
             elif ours is not None and ours.get("waiting_response") is False:
                 # Done, yet no response listed: allow for a listing that lags, then give up.
                 if grace <= 0:
-                    raise ProviderUnavailable(
-                        "The thread image service finished the request without sending any image.",
-                        request_id=request_guid,
+                    raise billed_anyway(
+                        ProviderUnavailable(
+                            "The thread image service finished the request without sending any image.",
+                            request_id=request_guid,
+                        )
                     )
                 grace -= 1
 
@@ -286,12 +295,17 @@ class ThreadProvider:
         content = response.get("content")
         items = [item for item in content if isinstance(item, dict)] if isinstance(content, list) else []
         urls = [str(item["url"]) for item in items if _text(item.get("url"))]
-        if not urls:
-            raise ProviderUnavailable(
-                "The thread image service answered without any image.", request_id=_text(response.get("guid"))
+        answered = _text(response.get("guid"))
+        # From here on the service has answered: the images were made and billed, whatever becomes of them.
+        try:
+            if not urls:
+                raise ProviderUnavailable("The thread image service answered without any image.")
+            blobs = await fetch_images(
+                self._http, urls, allowed_hosts=self._download_hosts, max_bytes=self._max_download
             )
-        blobs = await fetch_images(self._http, urls, allowed_hosts=self._download_hosts, max_bytes=self._max_download)
-        images = await asyncio.gather(*(asyncio.to_thread(decode.describe, blob) for blob in blobs))
+            images = await asyncio.gather(*(asyncio.to_thread(decode.describe, blob) for blob in blobs))
+        except ProviderUnavailable as failed:
+            raise billed_anyway(failed, request_id=answered) from None
         credits = _credits(response.get("credits"))
         log.info("thread %s: %d image(s) for %g credits", guid, len(images), credits)
         return ImageResult(
