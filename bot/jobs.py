@@ -92,6 +92,13 @@ NOT_RESUMABLE = "Easel restarted before this job could start and did not keep it
 
 KEPT_OPTIONS = ("style", "background", "output_format", "output_compression", "moderation")
 """The request options a job keeps besides model, size, quality and n: what asking again needs."""
+PRIVATE = ("private", 1)
+"""The pair in a job's options that marks a result shown only to its requester (not a request option)."""
+
+
+def is_private(job: JobRecord | QueuedJob) -> bool:
+    """True when `job`'s result was asked for privately (`Requester.private`)."""
+    return PRIVATE in job.options
 
 
 def kept_options(req: GenerateRequest | EditRequest) -> JobOptions:
@@ -157,6 +164,9 @@ class Requester:
     guild_id: str = ""
     channel_id: str = ""
     roles: tuple[str, ...] = ()
+    private: bool = False
+    """The result is for the requester's eyes only: kept on the job (`PRIVATE`), so a job resumed after a
+    restart is not posted where others see it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,7 +314,7 @@ class Studio:
             prompt=plan.prompt,
             parent_job=parent[0] if parent else None,
             parent_index=parent[1] if parent else None,
-            options=plan.options,
+            options=tuple(sorted((*plan.options, PRIVATE))) if who.private else plan.options,
         )
 
     async def quote(self, plan: Plan, who: Requester) -> Quote:
@@ -505,7 +515,13 @@ class Studio:
             # The model or option is gone since (catalogue change): refund, the request never went out.
             await self.ledger.fail(job.job_id, error, sent=False)
             raise
-        who = Requester(user_id=job.user_id, guild_id=job.guild_id, channel_id=job.channel_id, roles=job.roles)
+        who = Requester(
+            user_id=job.user_id,
+            guild_id=job.guild_id,
+            channel_id=job.channel_id,
+            roles=job.roles,
+            private=is_private(job),
+        )
         # The reservation made before the restart is what settles; prices may have changed since.
         return await self._execute(job.job_id, dataclasses.replace(plan, estimate=job.estimate), who, on_queue=on_queue)
 

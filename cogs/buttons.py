@@ -391,7 +391,7 @@ class Actions:
     async def vary(self, interaction: discord.Interaction[Any], job_id: int, index: int) -> None:
         """V: one variation of image `index`, recorded as its child."""
         private = await self._defer(interaction)
-        who = self._renderer.requester(interaction)
+        who = self._renderer.requester(interaction, private=private)
 
         async def work(hooks: Hooks) -> JobOutcome:
             job = await self._job(job_id)
@@ -403,7 +403,7 @@ class Actions:
     async def reroll(self, interaction: discord.Interaction[Any], job_id: int) -> None:
         """🔄: the same request again (a variation varies its parent image again)."""
         private = await self._defer(interaction)
-        who = self._renderer.requester(interaction)
+        who = self._renderer.requester(interaction, private=private)
 
         async def work(hooks: Hooks) -> JobOutcome:
             job = await self._job(job_id)
@@ -439,7 +439,7 @@ class Actions:
             return True
         job_id = int(match["job"])
         private = await self._defer(interaction)
-        who = self._renderer.requester(interaction)
+        who = self._renderer.requester(interaction, private=private)
         prompt = submitted_text(data.get("components"), PROMPT_INPUT) or ""
 
         async def work(hooks: Hooks) -> JobOutcome:
@@ -470,7 +470,7 @@ class Actions:
         direction: Direction | None = None,
     ) -> None:
         private = await self._defer(interaction)
-        who = self._renderer.requester(interaction)
+        who = self._renderer.requester(interaction, private=private)
 
         async def work(hooks: Hooks) -> JobOutcome:
             job = await self._job(job_id)

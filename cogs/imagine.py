@@ -133,7 +133,7 @@ class Imagine(commands.Cog, name=IMAGINE_COG):
         private: bool = False,
     ) -> None:
         await self.renderer.defer(interaction, ephemeral=private)
-        who = self.renderer.requester(interaction)
+        who = self.renderer.requester(interaction, private=private)
         cap = self.settings.max_images
         if n > cap:
             many = "image" if cap == 1 else "images"

@@ -150,8 +150,9 @@ Pass both on: `studio.generate(req, who, on_partial=hooks, on_queue=hooks.on_que
 """
 
 
-def requester(interaction: discord.Interaction[Any]) -> Requester:
-    """Who asks, and where: the ids budgets apply to ('' for the guild in DMs), and the member's roles."""
+def requester(interaction: discord.Interaction[Any], *, private: bool = False) -> Requester:
+    """Who asks, and where: the ids budgets apply to ('' for the guild in DMs), the member's roles, and
+    whether the result is for them alone."""
     user = interaction.user
     roles = (
         tuple(str(role.id) for role in user.roles if not role.is_default()) if isinstance(user, discord.Member) else ()
@@ -161,6 +162,7 @@ def requester(interaction: discord.Interaction[Any]) -> Requester:
         guild_id=str(interaction.guild_id) if interaction.guild_id else "",
         channel_id=str(interaction.channel_id) if interaction.channel_id else "",
         roles=roles,
+        private=private,
     )
 
 
@@ -338,8 +340,8 @@ class Renderer:
     # -- small helpers the cogs share ------------------------------------------------------------------
 
     @staticmethod
-    def requester(interaction: discord.Interaction[Any]) -> Requester:
-        return requester(interaction)
+    def requester(interaction: discord.Interaction[Any], *, private: bool = False) -> Requester:
+        return requester(interaction, private=private)
 
     def vary_model(self, model: str) -> str | None:
         """`model` when it can vary images; else None, so the studio picks one that can."""

@@ -7,9 +7,10 @@ job, under its original reservation (`Studio.resume`: it settles once, never cha
 
 The interaction that asked for a job is long dead after a restart, so the result is a plain channel message
 that mentions the requester (`deliver_to_channel`: fitted files, the embed, the priced buttons, the
-attachments recorded in the image store). A job that cannot resume (an edit or variation, whose input
-images were not kept; a model gone since; a channel gone or closed to the bot; a request from outside
-Discord) is refunded, and the requester is told in one sentence where the bot may still post.
+attachments recorded in the image store); a result asked for privately goes by direct message instead.
+A job that cannot resume (an edit or variation, whose input images were not kept; a model gone since; a
+channel gone or closed to the bot; a request from outside Discord) is refunded, and the requester is told
+in one sentence where the bot may still post.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import discord
 from discord.ext import commands
 
 from bot.errors import EaselError
+from bot.jobs import is_private
 from bot.queue import QueuedJob
 from cogs.buttons import result_view
 from cogs.errors import friendly
@@ -108,7 +110,8 @@ class Resume(commands.Cog):
         if user is None:
             return None
         channel: Destination | None
-        if not job.guild_id:
+        if not job.guild_id or is_private(job):
+            # A private result goes to the member alone: by direct message, never into the channel.
             try:
                 channel = await user.create_dm()
             except discord.HTTPException:

@@ -10,6 +10,7 @@ import simcord
 
 from bot.app import EaselBot
 from bot.config import Settings
+from bot.jobs import is_private
 from cogs.buttons import Prices, image_view, result_view, submitted_text
 from tests.bot_discord.test_imagine import buttons, fields, make_bot, ready, world
 
@@ -176,8 +177,9 @@ async def test_zoom_and_pan_extend_a_single_image(env: simcord.Env, simcord_bot:
         assert (job.kind, job.parent_job, job.parent_index) == ("outpaint", 1, 0)
 
 
-async def test_a_private_result_keeps_its_clicks_private(env: simcord.Env) -> None:
-    """A click under an ephemeral result answers ephemerally too."""
+async def test_a_private_result_keeps_its_clicks_private(env: simcord.Env, simcord_bot: EaselBot) -> None:
+    """A click under an ephemeral result answers ephemerally too, and a re-roll's job is marked private (so a
+    restart would send it by direct message, not post it in the channel)."""
     channel, alice = world(env)
     result = await alice.slash(channel, "imagine", prompt="a secret fox", n=2, private=True)
     assert result.response is not None
@@ -185,6 +187,12 @@ async def test_a_private_result_keeps_its_clicks_private(env: simcord.Env) -> No
 
     assert click.response is not None
     assert click.response.ephemeral
+    reroll = await alice.click(result.response, custom_id="easel:rr:1")
+    assert reroll.response is not None
+    assert reroll.response.ephemeral
+    job = await simcord_bot.core.ledger.job(2)
+    assert job is not None
+    assert is_private(job)
 
 
 async def test_a_click_on_a_forgotten_image_is_refused_privately(env: simcord.Env, simcord_bot: EaselBot) -> None:

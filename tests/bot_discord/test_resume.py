@@ -18,13 +18,15 @@ from bot.api.types import GenerateRequest, ImageResult
 from bot.app import EaselBot
 from bot.catalogue import ModelSpec
 from bot.config import Settings
+from bot.jobs import PRIVATE, is_private
 from bot.services import Core, open_core
-from bot.store.ledger import JobDraft, JobKind
+from bot.store.ledger import JobDraft, JobKind, JobOptions
 from cogs.cancel import CANCEL, cancel_view
 from cogs.errors import CANCEL_NOT_YOURS, CANCEL_TOO_LATE
 from cogs.render import result_footer
 from cogs.resume import NOT_RESUMED
 from tests.bot_discord.test_cancel import hold_queue
+from tests.bot_discord.test_imagine import ready
 
 EXTENSIONS = ("cogs.imagine", "cogs.resume")
 ESTIMATE = 42_000
@@ -39,7 +41,8 @@ class World:
         self.env = env
         self.guild = env.create_guild()
         self.channel = self.guild.create_text_channel("art")
-        self.alice = self.guild.add_member(env.create_user("alice"))
+        self.alice_user = env.create_user("alice")
+        self.alice = self.guild.add_member(self.alice_user)
 
     async def reserve(
         self,
@@ -51,6 +54,7 @@ class World:
         user_id: int | None = None,
         guild_id: str | None = None,
         model: str | None = None,
+        options: JobOptions = (),
     ) -> int:
         """A job reserved and left queued, the way a request waiting for its turn is stored."""
         draft = JobDraft(
@@ -64,6 +68,7 @@ class World:
             size="1024x1024",
             quality="low",
             prompt=prompt,
+            options=options,
         )
         return await bot.core.ledger.reserve(draft, ESTIMATE)
 
@@ -275,6 +280,38 @@ async def test_a_direct_message_job_resumes_in_the_dm(settings: Settings) -> Non
         assert await state(second, job_id) == ("succeeded", "settled")
         (posted,) = mentions(dm.history(), carol.id)
         assert len(posted.attachments) == 2
+
+
+async def test_a_private_job_resumes_by_direct_message_not_in_the_channel(settings: Settings) -> None:
+    """A private /imagine left waiting by a crash: its prompt and images go to alice alone, never to #art."""
+    async with restarting(settings) as (env, world, first, second):
+        job_id = await world.reserve(first, prompt="my private fox", options=(PRIVATE,))
+        await env.restart_bot(second)
+        await env.settle()
+
+        assert await state(second, job_id) == ("succeeded", "settled")
+        assert world.channel.history() == []
+        (posted,) = mentions(world.alice_user.dm_channel.history(), world.alice.id)
+        assert len(posted.attachments) == 2
+        assert "my private fox" in (posted.embeds[0].description or "")
+
+
+async def test_a_private_imagine_is_recorded_as_private(settings: Settings) -> None:
+    """/imagine private:True marks its job, so a restart would not post it publicly; a public one is not."""
+    bot = make_bot(settings)
+    try:
+        async with simcord.run(bot) as env:
+            await ready(bot)
+            world = World(env)
+            await world.alice.slash(world.channel, "imagine", prompt="secret", private=True)
+            await world.alice.slash(world.channel, "imagine", prompt="open")
+            private, public = await bot.core.ledger.job(1), await bot.core.ledger.job(2)
+            assert private is not None
+            assert public is not None
+            assert is_private(private)
+            assert not is_private(public)
+    finally:
+        await bot.close()
 
 
 async def test_without_the_resume_extension_queued_jobs_are_refunded(settings: Settings) -> None:
