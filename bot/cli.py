@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import datetime as dt
 import logging
+import math
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -346,20 +347,30 @@ def run(argv: Sequence[str], *, out: TextIO | None = None, start_bot: BotStarter
     if args.command == "spend":
         asyncio.run(spend_report(settings, args, out, today=utc_today()))
         return EXIT_OK
-    if getattr(args, "n", 1) < 1:
-        raise ConfigError("--n must be at least 1.")
+    if not 1 <= getattr(args, "n", 1) <= MAX_N:
+        raise ConfigError(f"--n must be between 1 and {MAX_N}.")
     asyncio.run(_dispatch(settings, args, out))
     return EXIT_OK
 
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+MAX_N = 10
+"""The most images one request asks for (no model makes more; Discord shows ten at most)."""
+MAX_LIMIT_USD = Decimal(1_000_000_000)
+"""The largest budget limit the CLI takes, in dollars: "no limit" is removing the budget."""
+MAX_ROW_ID = 2**63 - 1
+"""SQLite's largest row id: a budget id above it names no budget."""
+MAX_DAYS = 1_000_000
+"""The longest retention `cleanup --days` takes (about 2,700 years; 0 keeps images for ever)."""
 
 
 def _cli_day(value: str, flag: str) -> dt.date:
     """A YYYY-MM-DD option as a date, or a ConfigError that says what is wrong."""
     try:
         if _DATE.match(value):
-            return dt.date.fromisoformat(value)
+            day = dt.date.fromisoformat(value)
+            if day < dt.date.max:  # the reports end the day after the last one asked for
+                return day
     except ValueError:
         pass
     raise ConfigError(f"{flag} takes a date as YYYY-MM-DD, such as 2026-11-01; {value!r} is not one.")
@@ -430,6 +441,8 @@ def _dollars(text: str) -> int:
         raise ConfigError(f"The limit {text!r} is not an amount of dollars, such as 2.50.") from None
     if not value.is_finite() or value < 0:
         raise ConfigError(f"The limit {text!r} must be zero or more dollars.")
+    if value > MAX_LIMIT_USD:
+        raise ConfigError(f"The limit {text!r} is more than ${MAX_LIMIT_USD:,}; remove the budget for no limit.")
     return int((value * pricing.MICROS_PER_USD).to_integral_value(rounding=ROUND_HALF_UP))
 
 
@@ -447,7 +460,7 @@ async def budget_command(settings: Settings, args: argparse.Namespace, out: Text
             )
             print(f"budget {made.id}: {_budget_words(made)} is {pricing.format_usd(made.limit)}", file=out)
         elif args.budget_command == "remove":
-            if not await ledger.remove_budget(args.id):
+            if not 0 < args.id <= MAX_ROW_ID or not await ledger.remove_budget(args.id):
                 raise ConfigError(f"There is no budget {args.id}; `python -m bot budget list` shows them.")
             print(f"budget {args.id} removed", file=out)
         else:
@@ -477,6 +490,8 @@ async def cleanup_command(settings: Settings, args: argparse.Namespace, out: Tex
     """`cleanup`: apply the image store's retention limits once."""
     days, size = settings.retention()
     if args.days is not None:
+        if not math.isfinite(args.days) or args.days > MAX_DAYS:
+            raise ConfigError(f"--days takes a number of days up to {MAX_DAYS:,}, or 0 to keep images for ever.")
         days = args.days or None
     if args.max_mb is not None:
         size = args.max_mb * 1024 * 1024 or None

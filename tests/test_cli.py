@@ -120,7 +120,7 @@ def test_models_drops_a_model_on_its_shutdown_day(
             ["--provider", "mock", "imagine"],
             "error: python -m bot imagine: the following arguments are required: prompt",
         ),
-        (["--provider", "mock", "imagine", "x", "--n", "0"], "error: --n must be at least 1."),
+        (["--provider", "mock", "imagine", "x", "--n", "0"], "error: --n must be between 1 and 10."),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], expected: str) -> None:

@@ -46,11 +46,17 @@ def test_imagine_respects_a_budget_set_from_the_cli(capsys: pytest.CaptureFixtur
         (["budget", "set", "user", "day", "lots"], "error: The limit 'lots' is not an amount of dollars"),
         (["budget", "set", "user", "day", "-1"], "error: The limit '-1' must be zero or more dollars."),
         (["budget", "remove", "9"], "error: There is no budget 9"),
+        (["budget", "remove", "99999999999999999999"], "error: There is no budget 99999999999999999999"),
+        (["budget", "set", "global", "day", "1e30"], "error: The limit '1e30' is more than $1,000,000,000"),
+        (["cleanup", "--days", "nan"], "error: --days takes a number of days up to 1,000,000"),
+        (["cleanup", "--days", "1e300"], "error: --days takes a number of days up to 1,000,000"),
+        (["spend", "--until", "9999-12-31"], "error: --until takes a date as YYYY-MM-DD"),
+        (["--provider", "mock", "imagine", "a fox", "--n", "99999999999999999999999"], "error: --n must be between"),
         (["budget", "set", "team", "day", "1"], "error: python -m bot budget set: argument scope: invalid choice"),
     ],
 )
 def test_budget_mistakes_are_one_line(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
-    """Each mistake is one line and exit code 2."""
+    """Each mistake is one line and exit code 2, even a number too large for SQLite or a date."""
     code, _, err = run(capsys, *argv)
     assert code == 2
     assert len(err.splitlines()) == 1
