@@ -35,6 +35,12 @@ log = logging.getLogger(__name__)
 CANCEL_TOO_LATE = "It has already started; it can't be cancelled now."
 """A Cancel click or ❌ on a job that is no longer waiting (running, finished, or unknown)."""
 CANCEL_NOT_YOURS = "🔒 Only the member who asked for this job, or a moderator, can cancel it."
+SENT_BY_DM = "📬 Discord would not let me post your result here, so I sent it to you by direct message."
+UNDELIVERED = (
+    "📦 Your images (job {job_id}) were made and charged, but Discord would not let me post them here or send "
+    "them to you; ask a server admin to check my permissions in this channel."
+)
+"""A paid result that could be posted nowhere: the member must not read that failed jobs cost nothing."""
 CANCELLED_FOR_SOMEONE = "❌ Cancelled job {job_id}; nothing was charged."
 """What a moderator who cancels someone else's waiting job is told (the member sees the reply change)."""
 

@@ -72,7 +72,7 @@ from bot.store.ledger import BudgetStatus, JobDraft, JobRecord, Ledger, describe
 from cogs.allowance import EditAllowance, allowance
 from cogs.buttons import NO_JOB, Prices, image_view, result_view
 from cogs.cancel import QueueWatch
-from cogs.errors import friendly, is_users_fault
+from cogs.errors import SENT_BY_DM, UNDELIVERED, friendly, is_users_fault
 from cogs.first import ALREADY_ACKNOWLEDGED, FirstAnswers, mark_deferred
 
 if TYPE_CHECKING:
@@ -499,12 +499,22 @@ class Renderer:
                     await self._after_estimate(interaction.id)
                     self._estimates.pop(interaction.id, None)
                 job_id = outcome.job_id
-                return await self.deliver(interaction, outcome, who, private=private, headline=headline)
             except Exception as error:
                 if isinstance(error, EaselError) and not is_users_fault(error):
                     log.warning("job for user %s failed: %s", who.user_id, error.message)
                 await self.fail(interaction, error, private=private, job_id=job_id)
                 return None
+            try:
+                return await self.deliver(interaction, outcome, who, private=private, headline=headline)
+            except Exception as error:
+                # Paid for and kept in the store: try the member's direct messages before giving up.
+                log.warning(
+                    "job %d: could not post its result (%r); trying a direct message",
+                    job_id,
+                    error,
+                    exc_info=not isinstance(error, discord.HTTPException),
+                )
+                return await self._deliver_by_dm(interaction, outcome, who, private=private, headline=headline)
 
     def _queue_text(self, interaction_id: int, update: QueueUpdate) -> str:
         return queue_line(update, self._quotes.get(interaction_id))
@@ -528,6 +538,25 @@ class Renderer:
             react_later(self.in_flight, self.pacer, message, outcome.job_id)
         return message
 
+    async def _deliver_by_dm(
+        self,
+        interaction: discord.Interaction[Any],
+        outcome: JobOutcome,
+        who: Requester,
+        *,
+        private: bool,
+        headline: str | None,
+    ) -> discord.Message | None:
+        """A result Discord would not take in place, sent by direct message; the member is told either way."""
+        try:
+            message = await self._post(interaction, outcome, who, private=True, headline=headline, by_dm=True)
+        except Exception as error:
+            log.warning("job %d: could not send its result by direct message either (%r)", outcome.job_id, error)
+            await self.fail(interaction, error, private=private, text=UNDELIVERED.format(job_id=outcome.job_id))
+            return None
+        await self.fail(interaction, None, private=private, text=SENT_BY_DM)
+        return message
+
     async def _post(
         self,
         interaction: discord.Interaction[Any],
@@ -536,6 +565,7 @@ class Renderer:
         *,
         private: bool,
         headline: str | None,
+        by_dm: bool = False,
     ) -> discord.Message:
         await self.pacer.turn()
         images = outcome.result.images
@@ -559,7 +589,12 @@ class Renderer:
         )
         view = result_view(outcome.job_id, count, self.prices(job, images[0] if images else None))
         await self.pacer.turn()
-        message = await self._send(interaction, uploads, embed=embed, view=view, private=private)
+        if by_dm:
+            message = await self._post_elsewhere(
+                interaction, uploads, embed=embed, view=view, private=True, why="Discord would not let me post it there"
+            )
+        else:
+            message = await self._send(interaction, uploads, embed=embed, view=view, private=private)
         await self._attach(outcome.job_id, message, uploads)
         return message
 
@@ -744,6 +779,7 @@ class Renderer:
         embed: discord.Embed,
         view: discord.ui.View,
         private: bool,
+        why: str = "it took longer than Discord lets me answer in place",
     ) -> discord.Message:
         """The result in the channel with the member's mention, or by direct message when it was private."""
         user = interaction.user
@@ -753,14 +789,14 @@ class Renderer:
         can_post = (perms.send_messages or perms.send_messages_in_threads) and perms.attach_files and perms.embed_links
         if not private and can_post and isinstance(channel, discord.abc.Messageable):
             return await channel.send(
-                content=f"{user.mention} here is your result (it took longer than Discord lets me answer in place).",
+                content=f"{user.mention} here is your result ({why}).",
                 embed=embed,
                 files=files,
                 view=view,
                 allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=[user]),
             )
         return await user.send(
-            content="Here is your result (it took longer than Discord lets me answer in place).",
+            content=f"Here is your result ({why}).",
             embed=embed,
             files=files,
             view=view,
@@ -785,13 +821,16 @@ class Renderer:
     async def fail(
         self,
         interaction: discord.Interaction[Any],
-        error: BaseException,
+        error: BaseException | None,
         *,
         private: bool = False,
         job_id: int | None = None,
+        text: str | None = None,
     ) -> None:
-        """Tell only the member who asked what went wrong, in one sentence from `cogs.errors.friendly`."""
-        text = friendly(error, job_id=job_id)
+        """Tell only the member who asked what went wrong, in one sentence from `cogs.errors.friendly` (or
+        `text`, when the caller has its own)."""
+        if text is None:
+            text = friendly(error if error is not None else RuntimeError("no error given"), job_id=job_id)
         try:
             if not interaction.response.is_done():
                 await interaction.response.send_message(text, ephemeral=True)
@@ -799,11 +838,17 @@ class Renderer:
                 await interaction.edit_original_response(content=text, embed=None, attachments=[], view=None)
             else:
                 # A public "thinking…" reply cannot become private: finish it, remove it, then answer privately.
+                # Until it is finished, Discord would turn the first followup into that public reply.
+                finished = False
                 with contextlib.suppress(discord.HTTPException):
                     await interaction.edit_original_response(content="…", embed=None, attachments=[], view=None)
+                    finished = True
+                with contextlib.suppress(discord.HTTPException):
                     await interaction.delete_original_response()
+                if not finished:
+                    raise discord.ClientException("the public reply could not be finished")
                 await interaction.followup.send(text, ephemeral=True)
-        except discord.HTTPException as exc:
+        except (discord.HTTPException, discord.ClientException) as exc:
             log.info("could not answer interaction %s (%s); sending the error by direct message", interaction.id, exc)
             with contextlib.suppress(discord.HTTPException):
                 await interaction.user.send(text)

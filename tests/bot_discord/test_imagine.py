@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -13,10 +14,12 @@ import pytest
 import simcord
 
 from bot.api.mock import MockProvider
-from bot.api.types import PartialImage
+from bot.api.types import GenerateRequest, PartialImage, StreamEvent
 from bot.app import EaselBot
+from bot.catalogue import ModelSpec
 from bot.config import Settings
 from bot.services import Core, open_core
+from cogs.errors import SENT_BY_DM, UNDELIVERED
 from cogs.render import PreviewUpdater, estimate_line
 
 
@@ -455,3 +458,84 @@ async def test_a_reply_goes_through_the_pacer_after_its_defer(env: simcord.Env, 
     assert budgets == [True] + [False] * 10, "the defer's turn has the urgent budget"
     assert slotted == [1] + [0] * 10, "the defer holds one of the callback slots, and gives it back"
     assert simcord_bot.first_answers.answered == 0, "under simcord every frame goes to discord.py"
+
+
+class NoPreviews(MockProvider):
+    """The mock without streamed previews: between the defer and the result the reply is edited once (the
+    estimate), so a test can have Discord refuse the edit that carries the images."""
+
+    def stream_generate(self, spec: ModelSpec, req: GenerateRequest) -> AsyncGenerator[StreamEvent, None]:
+        return super().stream_generate(spec, dataclasses.replace(req, partial_images=0))
+
+
+async def _imagine_refused_in_place(
+    env: simcord.Env, *, dm_refused: bool
+) -> tuple[simcord.ChannelHandle, Any, simcord.InteractionResult]:
+    """alice's /imagine whose result Discord refuses to take in place (and, with `dm_refused`, by DM too): the
+    estimate's edit and the upload's are refused (the estimate is best effort), the next edit goes through."""
+    env.inject_error(
+        "PATCH", "/webhooks/*/messages/@original", status=413, code=40005, message="Request entity too large", times=2
+    )
+    guild = env.create_guild()
+    channel = guild.create_text_channel("art")
+    user = env.create_user("alice")
+    alice = guild.add_member(user)
+    if dm_refused:
+        env.inject_error(
+            "POST", "/users/@me/channels", status=403, code=50007, message="Cannot send messages to this user"
+        )
+    result = await alice.slash(channel, "imagine", prompt="a red fox", n=2)
+    return channel, user, result
+
+
+async def test_a_result_refused_in_place_goes_by_direct_message(settings: Settings) -> None:
+    """The job is made and paid for; Discord will not take the upload in the channel: the images go to the member
+    by direct message, the member is told so privately, and nobody reads that failed jobs are not charged."""
+    bot = make_bot(settings, NoPreviews())
+    try:
+        async with simcord.run(bot) as env:
+            await ready(bot)
+            channel, user, result = await _imagine_refused_in_place(env, dm_refused=False)
+            (sent,) = user.dm_channel.history()
+            assert len(sent.attachments) == 2
+            assert "would not let me post it there" in sent.content
+            assert [(m.ephemeral, m.content) for m in result.followups] == [(True, SENT_BY_DM)]
+            assert all("not charged" not in m.content for m in channel.history())
+            job = await bot.core.ledger.job(1)
+            assert job is not None
+            assert job.status == "succeeded"
+    finally:
+        await bot.close()
+
+
+async def test_a_result_refused_everywhere_says_it_was_charged(settings: Settings) -> None:
+    """Refused in place and in direct messages too: the member learns the images were made and charged."""
+    bot = make_bot(settings, NoPreviews())
+    try:
+        async with simcord.run(bot) as env:
+            await ready(bot)
+            _, user, result = await _imagine_refused_in_place(env, dm_refused=True)
+            assert user.dm_channel.history() == []
+            (told,) = result.followups
+            assert told.ephemeral
+            assert told.content == UNDELIVERED.format(job_id=1)
+    finally:
+        await bot.close()
+
+
+async def test_a_refusal_never_turns_public_when_the_reply_cannot_be_finished(
+    env: simcord.Env, simcord_bot: EaselBot
+) -> None:
+    """After a public defer, Discord makes the first followup the reply itself: when the reply cannot be
+    finished first, the private sentence goes by direct message instead of into the channel."""
+    guild = env.create_guild()
+    channel = guild.create_text_channel("art")
+    user = env.create_user("alice")
+    alice = guild.add_member(user)
+    env.inject_error("PATCH", "/webhooks/*/messages/@original", status=500, code=0)
+    result = await alice.slash(channel, "imagine", prompt="foxes", style="vivid")
+
+    assert result.followups == []
+    assert all("takes no style" not in m.content for m in channel.history())
+    (told,) = user.dm_channel.history()
+    assert told.content == "gpt-image-2 takes no style; dall-e-3 does."
