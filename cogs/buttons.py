@@ -21,10 +21,11 @@ the form itself (one quick database read comes first).
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self, cast
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Self, TypeVar, cast
 
 import discord
 from discord.ext import commands
@@ -36,6 +37,7 @@ from bot.jobs import JobOutcome, QueueHandler, Requester, Studio, generate_again
 from bot.pricing import format_usd
 from bot.store.images import ImageStore
 from bot.store.ledger import JobRecord, Ledger
+from cogs.errors import ALREADY_WORKING
 from cogs.guard import admit
 
 if TYPE_CHECKING:
@@ -358,6 +360,35 @@ def _input(image_data: bytes, mime: str) -> InputImage:
     return InputImage(image_data, filename=f"image.{extension}", mime=mime)
 
 
+_A = TypeVar("_A", bound="Actions")
+_P = ParamSpec("_P")
+Click = Callable[Concatenate[_A, discord.Interaction[Any], _P], Awaitable[None]]
+
+
+def once_at_a_time(action: Click[_A, _P]) -> Click[_A, _P]:
+    """A priced click that starts nothing while the same member's click on the same button is being handled.
+
+    A double click sends two interactions; like a burst of the same reaction (`cogs.reactions`), it makes one
+    job, and the second click gets one private sentence for free.
+    """
+
+    async def handle(self: _A, interaction: discord.Interaction[Any], /, *args: _P.args, **kwargs: _P.kwargs) -> None:
+        data: dict[str, Any] = dict(interaction.data or {})
+        message_id = interaction.message.id if interaction.message is not None else 0
+        key = (message_id, interaction.user.id, str(data.get("custom_id", "")))
+        if key in self._clicking:
+            await self._renderer.fail(interaction, None, private=True, text=ALREADY_WORKING)
+            return
+        self._clicking.add(key)
+        try:
+            await action(self, interaction, *args, **kwargs)
+        finally:
+            self._clicking.discard(key)
+
+    functools.update_wrapper(handle, action)
+    return handle
+
+
 class Actions:
     """What each button does, with the services it needs; the clicking member pays from their own budget."""
 
@@ -370,6 +401,8 @@ class Actions:
         self._store = image_store
         self._renderer = renderer
         self.settings = renderer.settings
+        self._clicking: set[tuple[int, int, str]] = set()
+        """(message, member, button) of the priced clicks being handled (`once_at_a_time`)."""
 
     async def _job(self, job_id: int) -> JobRecord:
         job = await self._ledger.job(job_id)
@@ -388,6 +421,7 @@ class Actions:
         private = await self._defer(interaction)
         await self._renderer.show_image(interaction, job_id, index, private=private)
 
+    @once_at_a_time
     async def vary(self, interaction: discord.Interaction[Any], job_id: int, index: int) -> None:
         """V: one variation of image `index`, recorded as its child."""
         private = await self._defer(interaction)
@@ -400,6 +434,7 @@ class Actions:
         headline = "🔁 Variation"  # what it varies is the embed's first line (`Renderer` reads the parent)
         await self._renderer.run(interaction, who, work, private=private, headline=headline)
 
+    @once_at_a_time
     async def reroll(self, interaction: discord.Interaction[Any], job_id: int) -> None:
         """🔄: the same request again (a variation varies its parent image again)."""
         private = await self._defer(interaction)
@@ -459,6 +494,7 @@ class Actions:
         headline = f"{PAN_ARROWS[direction]} Image {index + 1} of job {job_id}, extended {direction}"
         await self._outpaint(interaction, job_id, index, headline, direction=direction)
 
+    @once_at_a_time
     async def _outpaint(
         self,
         interaction: discord.Interaction[Any],

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 CANCEL_TOO_LATE = "It has already started; it can't be cancelled now."
 """A Cancel click or ❌ on a job that is no longer waiting (running, finished, or unknown)."""
 CANCEL_NOT_YOURS = "🔒 Only the member who asked for this job, or a moderator, can cancel it."
+ALREADY_WORKING = "⏳ I'm already working on that click; your result is on its way."
 SENT_BY_DM = "📬 Discord would not let me post your result here, so I sent it to you by direct message."
 UNDELIVERED = (
     "📦 Your images (job {job_id}) were made and charged, but Discord would not let me post them here or send "

@@ -553,6 +553,52 @@ class FakeDiscord:
         permission, where the bot has `app_permissions` (every one by default). Without `user_id` (or
         `channel_id`) each call makes up a new one.
         """
+        command = self.commands.get(name)
+        kinds = {str: 3, int: 4, bool: 5}
+        data = {
+            "id": command["id"] if command else str(self.new_id()),
+            "name": name,
+            "type": 1,
+            "options": [{"name": key, "type": kinds[type(value)], "value": value} for key, value in options.items()],
+        }
+        return await self._interact(
+            2, data, user_id=user_id, guild_id=guild_id, channel_id=channel_id, app_permissions=app_permissions
+        )
+
+    async def click(
+        self,
+        token: str,
+        custom_id: str,
+        *,
+        user_id: int | None = None,
+        guild_id: int | None = None,
+        app_permissions: int = (1 << 51) - 1,
+    ) -> tuple[str, str]:
+        """Dispatch a click on the button `custom_id` under the original reply of interaction `token`, in its
+        channel; returns the click's interaction id and token."""
+        message = self.original(token)
+        data = {"custom_id": custom_id, "component_type": 2}
+        return await self._interact(
+            3,
+            data,
+            user_id=user_id,
+            guild_id=guild_id,
+            channel_id=int(self._channels[token]),
+            app_permissions=app_permissions,
+            message=message,
+        )
+
+    async def _interact(
+        self,
+        kind: int,
+        data: dict[str, Any],
+        *,
+        user_id: int | None,
+        guild_id: int | None,
+        channel_id: int | None,
+        app_permissions: int,
+        message: dict[str, Any] | None = None,
+    ) -> tuple[str, str]:
         member = self.user(user_id or self.new_id(), "member")
         channel = str(channel_id or self.new_id())
         interaction_id = str(self.new_id())
@@ -560,8 +606,6 @@ class FakeDiscord:
         self._channels[token] = channel
         if guild_id is not None:
             self._guilds[channel] = str(guild_id)
-        command = self.commands.get(name)
-        kinds = {str: 3, int: 4, bool: 5}
         where: dict[str, Any]
         if guild_id is None:
             where = {
@@ -606,7 +650,7 @@ class FakeDiscord:
         payload = {
             "id": interaction_id,
             "application_id": str(self.application_id),
-            "type": 2,
+            "type": kind,
             "token": token,
             "version": 1,
             "channel_id": channel,
@@ -615,15 +659,10 @@ class FakeDiscord:
             "app_permissions": str(app_permissions),
             "entitlements": [],
             "attachment_size_limit": 10 * 1024 * 1024,
-            "data": {
-                "id": command["id"] if command else str(self.new_id()),
-                "name": name,
-                "type": 1,
-                "options": [
-                    {"name": key, "type": kinds[type(value)], "value": value} for key, value in options.items()
-                ],
-            },
+            "data": data,
         }
+        if message is not None:
+            payload["message"] = message
         self.dispatched[interaction_id] = time.monotonic()
         await self.dispatch("INTERACTION_CREATE", payload)
         return interaction_id, token
