@@ -38,6 +38,7 @@ from bot.store.ledger import utc_now
 from cogs import EXTENSIONS
 from cogs.echoes import Echoes
 from cogs.first import FirstAnswers
+from cogs.render import answer_unhandled
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,8 @@ class EaselBot(commands.Bot):
             await self.load_extension(extension)
         self.first_answers.install()
         self.echoes.install()
+        # The last resort for an error no command answered: one private sentence, not a reply left thinking.
+        self.tree.error(answer_unhandled)
         if self._sync:
             await self.sync_commands()
         # The ~75k objects loaded at start-up never die; moving them out of the collector's sight keeps

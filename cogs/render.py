@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import discord
+from discord import app_commands
 
 from bot.api.types import EditRequest, GeneratedImage, InputImage, PartialImage, VaryRequest
 from bot.config import Settings
@@ -831,24 +832,37 @@ class Renderer:
         `text`, when the caller has its own)."""
         if text is None:
             text = friendly(error if error is not None else RuntimeError("no error given"), job_id=job_id)
-        try:
-            if not interaction.response.is_done():
-                await interaction.response.send_message(text, ephemeral=True)
-            elif private:
-                await interaction.edit_original_response(content=text, embed=None, attachments=[], view=None)
-            else:
-                # A public "thinking…" reply cannot become private: finish it, remove it, then answer privately.
-                # Until it is finished, Discord would turn the first followup into that public reply.
-                finished = False
-                with contextlib.suppress(discord.HTTPException):
-                    await interaction.edit_original_response(content="…", embed=None, attachments=[], view=None)
-                    finished = True
-                with contextlib.suppress(discord.HTTPException):
-                    await interaction.delete_original_response()
-                if not finished:
-                    raise discord.ClientException("the public reply could not be finished")
-                await interaction.followup.send(text, ephemeral=True)
-        except (discord.HTTPException, discord.ClientException) as exc:
-            log.info("could not answer interaction %s (%s); sending the error by direct message", interaction.id, exc)
+        await answer_privately(interaction, text, private=private)
+
+
+async def answer_privately(interaction: discord.Interaction[Any], text: str, *, private: bool = False) -> None:
+    """`text` for the member alone: the first answer, the private reply itself, or a private followup once a
+    public "thinking…" reply is finished and removed; by direct message when none of those can be done."""
+    try:
+        if not interaction.response.is_done():
+            await interaction.response.send_message(text, ephemeral=True)
+        elif private:
+            await interaction.edit_original_response(content=text, embed=None, attachments=[], view=None)
+        else:
+            # A public "thinking…" reply cannot become private: finish it, remove it, then answer privately.
+            # Until it is finished, Discord would turn the first followup into that public reply.
+            finished = False
             with contextlib.suppress(discord.HTTPException):
-                await interaction.user.send(text)
+                await interaction.edit_original_response(content="…", embed=None, attachments=[], view=None)
+                finished = True
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.delete_original_response()
+            if not finished:
+                raise discord.ClientException("the public reply could not be finished")
+            await interaction.followup.send(text, ephemeral=True)
+    except (discord.HTTPException, discord.ClientException) as exc:
+        log.info("could not answer interaction %s (%s); sending the sentence by direct message", interaction.id, exc)
+        with contextlib.suppress(discord.HTTPException):
+            await interaction.user.send(text)
+
+
+async def answer_unhandled(interaction: discord.Interaction[Any], error: app_commands.AppCommandError) -> None:
+    """The command tree's last resort (`CommandTree.on_error`): an error no command answered becomes one
+    private sentence (`friendly` logs an unknown one with its traceback), instead of a reply left thinking."""
+    # Whether a defer was private is not known here: finishing and removing the reply works for both.
+    await answer_privately(interaction, friendly(error))

@@ -156,6 +156,17 @@ async def test_mask_preview_is_free_and_private(world: World) -> None:
     assert world.calls.edits == []
 
 
+async def test_an_error_no_command_answers_still_gets_one_private_sentence(world: World) -> None:
+    """Discord failing the preview's edit raises past the command: the tree's last resort answers privately,
+    instead of leaving the reply thinking."""
+    world.env.inject_error("PATCH", "/webhooks/*/messages/@original", status=500, code=0)
+    result = await world.alice.slash(
+        world.channel, "edit", image=("fox.png", PHOTO), prompt="a hat", region="top", preview=True
+    )
+    assert "Something went wrong on my side" in _only_for(result)
+    assert await world.jobs() == []
+
+
 async def test_preview_without_any_area_says_so(world: World) -> None:
     result = await world.alice.slash(world.channel, "edit", image=("fox.jpg", images.jpeg()), prompt="x", preview=True)
     assert result.response is not None
