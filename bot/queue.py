@@ -55,6 +55,10 @@ REPORT_EVERY = 2.0
 """Least seconds between two reports of a waiting job's place, as Easel runs it (Discord edits are a courtesy)."""
 RATE_LIMIT_BACKOFF = 5.0
 """First wait after a 429 that came without Retry-After; doubles on each further 429, at most a minute."""
+TURN_MEMORY = 3600.0
+"""Seconds a member's last start counts for their turn; an older one is forgotten (as if they never started)."""
+TURNS_KEPT = 1024
+"""Members' last starts kept before the ones older than `TURN_MEMORY` are forgotten."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,12 +341,26 @@ class JobQueue:
             self._listening -= 1
         waiter.granted = True
         self._seq += 1
-        self._turns[waiter.user_id] = (self.clock(), self._seq)
+        now = self.clock()
+        self._turns[waiter.user_id] = (now, self._seq)
+        if len(self._turns) > TURNS_KEPT:
+            self._forget_turns(now - TURN_MEMORY)
         self._running += 1
         self._user_running[waiter.user_id] += 1
         if waiter.guild_id:
             self._guild_running[waiter.guild_id] += 1
         waiter.wake.set()
+
+    def _forget_turns(self, before: float) -> None:
+        """Forget the last starts older than `before` of members with nothing waiting or running: a bot that
+        served thousands of members keeps no entry for each, and a member an hour idle goes first anyway."""
+        stale = [
+            user
+            for user, (started, _) in self._turns.items()
+            if started < before and user not in self._lines and not self._user_running[user]
+        ]
+        for user in stale:
+            del self._turns[user]
 
     def _release(self, waiter: _Waiter) -> None:
         if self._jobs.get(waiter.job_id) is not waiter:

@@ -15,6 +15,7 @@ from typing import ClassVar
 
 import pytest
 
+import bot.queue as queue_module
 from bot.api.client import ImagesClient
 from bot.api.mock import MockProvider
 from bot.api.types import GeneratedImage, GenerateRequest, ImageResult, InputImage, VaryRequest
@@ -142,6 +143,29 @@ async def test_turns_alternate_between_users() -> None:
     while line.running:
         await line.finish(next(iter(line.running)))
     assert line.started == [1, 4, 2, 5, 3, 6]
+
+
+async def test_the_queue_forgets_long_idle_members_and_keeps_the_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Thousands of members each served once leave no entry each behind: past `TURNS_KEPT`, the last starts
+    older than `TURN_MEMORY` go, while a recent one still counts for the turn order."""
+    monkeypatch.setattr(queue_module, "TURNS_KEPT", 3)
+    now = [0.0]
+    line = Line(queue(max_running=1, clock=lambda: now[0]))
+    for job, user in enumerate(["u1", "u2", "u3"], start=1):
+        line.submit(job, user)
+        await settle()
+        await line.finish(job)
+    now[0] = queue_module.TURN_MEMORY + 10
+    line.submit(4, "carol")  # carol starts at once, the fourth entry: the three old ones are forgotten
+    await settle()
+    assert set(line.queue._turns) == {"carol"}
+    # The rule still holds: carol (started just now) waits behind dave, who never started.
+    line.submit(5, "carol")
+    line.submit(6, "dave")
+    await settle()
+    for job in (4, 6, 5):
+        await line.finish(job)
+    assert line.started == [1, 2, 3, 4, 6, 5]
 
 
 async def test_positions_count_down_to_zero() -> None:
