@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import math
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -92,6 +93,8 @@ NOT_RESUMABLE = "Easel restarted before this job could start and did not keep it
 
 KEPT_OPTIONS = ("style", "background", "output_format", "output_compression", "moderation")
 """The request options a job keeps besides model, size, quality and n: what asking again needs."""
+MAX_COST = 2**63 - 1
+"""The largest cost (micro-dollars) SQLite's integers hold."""
 PRIVATE = ("private", 1)
 """The pair in a job's options that marks a result shown only to its requester (not a request option)."""
 
@@ -400,13 +403,27 @@ class Studio:
         cost = self._cost(plan, result)
         # Settling (a ledger write) and keeping the images (hashing and writing files, then their rows) wait
         # on different things, so they go on together; the rows often share the settlement's commit.
-        await asyncio.gather(
+        settled, _ = await asyncio.gather(
             self.ledger.settle(
                 job_id, cost, revised_prompt=result.revised_prompt, request_id=result.request_id, credits=result.credits
             ),
             self._keep(job_id, result),
+            return_exceptions=True,
         )
+        if isinstance(settled, BaseException):
+            await self._unsettled(job_id, settled)
+            cost = plan.estimate
         return JobOutcome(job_id=job_id, result=result, estimate=plan.estimate, cost=cost)
+
+    async def _unsettled(self, job_id: int, error: BaseException) -> None:
+        """The images arrived, and are paid for, but their charge could not be written (another writer held
+        the database past its timeout, say): they are still delivered, and the charge is kept as unknown (or,
+        failing that too, left to the next start's crash rule, which does the same)."""
+        log.error("job %d: the images arrived but their charge could not be written", job_id, exc_info=error)
+        try:
+            await self.ledger.keep_unknown(job_id, code="unsettled", message="The charge could not be written.")
+        except Exception:
+            log.exception("job %d: nor could the estimate be kept; the next start resolves it", job_id)
 
     async def _keep(self, job_id: int, result: ImageResult) -> None:
         """Save the images in the store; a failure is logged, never raised: they are paid for and delivered."""
@@ -537,7 +554,13 @@ class Studio:
         if result.mock or not self.billable:
             return 0
         if result.credits is not None:
-            return pricing.credits_to_micros(result.credits, self._credit_usd)
+            credits = result.credits
+            cost = pricing.credits_to_micros(credits, self._credit_usd) if math.isfinite(credits) else -1
+            if not 0 <= cost <= MAX_COST:
+                # A provider's bug, not a price: the estimate is what the job was reserved at.
+                log.warning("the provider reported %r credits; charging the estimate instead", credits)
+                return plan.estimate
+            return cost
         return pricing.actual(plan.spec, usage=result.usage, estimate=plan.estimate)
 
     # -- the three verbs -------------------------------------------------------------------------------

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import io
 import json
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +21,7 @@ from bot.api.client import ImagesClient
 from bot.api.http import RetryPolicy
 from bot.api.mock import MockProvider
 from bot.api.openai import OpenAIProvider
-from bot.api.types import EditRequest, GenerateRequest, InputImage, PartialImage, VaryRequest
+from bot.api.types import EditRequest, GenerateRequest, ImageResult, InputImage, PartialImage, VaryRequest
 from bot.catalogue import Catalogue
 from bot.errors import BadImage, BudgetExceeded, ContentRejected, InvalidOption, ProviderTimeout, ProviderUnavailable
 from bot.imaging.masks import parse_region
@@ -443,3 +445,58 @@ async def test_a_variation_through_edit_is_asked_and_priced_at_its_quality(
     )
     await studio.vary(VaryRequest(image=image, quality="high"), ALICE)
     assert b'name="quality"\r\n\r\nhigh' in route.calls.last.request.content
+
+
+class Crediting(MockProvider):
+    """A provider that bills in credits (like the thread service) and reports `credits` for every result."""
+
+    name = "crediting"
+
+    def __init__(self, credits: float) -> None:
+        super().__init__()
+        self.credits = credits
+
+    def _result(self, *args: Any, **kwargs: Any) -> ImageResult:
+        return dataclasses.replace(super()._result(*args, **kwargs), mock=False, credits=self.credits)
+
+
+@pytest.mark.parametrize("credits", [float("nan"), float("inf"), -2.0, 1e400, 1e30], ids=str)
+async def test_credits_that_are_no_price_charge_the_estimate(
+    db: Database, catalogue: Catalogue, credits: float
+) -> None:
+    """A provider reporting NaN, infinite, negative or absurd credits: the images are delivered and settled at
+    the estimate the job was reserved at, instead of the job failing after it was paid for."""
+    studio = Studio(
+        ImagesClient(Crediting(credits), catalogue, default_model="gpt-image-2"), Ledger(db), credit_usd=0.01
+    )
+    outcome = await studio.generate(GenerateRequest(prompt="a fox", quality="low", size="1024x1024"), ALICE)
+    assert len(outcome.result.images) == 1
+    row = await job(db, outcome.job_id)
+    assert (row["status"], row["cost_state"]) == ("succeeded", "settled")
+    assert row["cost"] == row["estimate"] == outcome.cost > 0
+
+
+async def test_a_charge_that_cannot_be_written_still_delivers_the_images(
+    db: Database, catalogue: Catalogue, tmp_path: Path
+) -> None:
+    """Another writer holds the database past its timeout while the images arrive: the member still gets
+    them, and the job is left reserved for the next start's crash rule (an unknown charge) rather than lost."""
+    other = sqlite3.connect(db.path, isolation_level=None, timeout=0)
+
+    class Locking(OpenAIStub):
+        def _result(self, *args: Any, **kwargs: Any) -> ImageResult:
+            other.execute("BEGIN IMMEDIATE")  # an admin's script, say, holding the write lock
+            return dataclasses.replace(super()._result(*args, **kwargs), mock=False)
+
+    await db.execute("PRAGMA busy_timeout = 50")
+    studio = Studio(ImagesClient(Locking(), catalogue, default_model="gpt-image-2"), Ledger(db))
+    try:
+        outcome = await studio.generate(GenerateRequest(prompt="a fox", quality="low", size="1024x1024"), ALICE)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert len(outcome.result.images) == 1
+    row = await job(db, outcome.job_id)
+    assert (row["status"], row["cost_state"]) == ("running", "reserved")
+    recovery = await studio.ledger.recover()
+    assert outcome.job_id in recovery.unknown
