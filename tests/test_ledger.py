@@ -283,6 +283,77 @@ async def test_new_budget_counts_what_was_already_spent(ledger: Ledger, db: Data
     await counters_match_ledger(db)
 
 
+async def spent(db: Database, budget_id: int, subject: str = "u1") -> int:
+    """A budget counter's value today (0 when it has none)."""
+    value = await db.fetchval(
+        "SELECT spent FROM budget_spend WHERE budget_id = ? AND subject = ?", (budget_id, subject)
+    )
+    return int(value or 0)
+
+
+async def test_removing_a_members_own_budget_mid_flight_leaves_the_default_alone(ledger: Ledger, db: Database) -> None:
+    """Three jobs reserved under a member's own $5 budget; the admin removes it; the jobs are refunded. The
+    refunds go nowhere (the counter they were reserved on is gone), not into the "each user" default's
+    counter, which then still holds the member to $1."""
+    default = await ledger.set_budget("user", "day", 1_000_000)
+    own = await ledger.set_budget("user", "day", 5_000_000, target_id="u1")
+    jobs = [await ledger.reserve(draft(), 1_000_000) for _ in range(3)]
+    assert await ledger.remove_budget(own.id)
+    for job in jobs:
+        await ledger.refund(job, code="failed")
+
+    assert await spent(db, default.id) == 0
+    job = await ledger.reserve(draft(), 1_000_000)
+    await ledger.settle(job, 1_000_000)
+    with pytest.raises(BudgetExceeded):
+        await ledger.reserve(draft(), 1_000_000)
+
+
+async def test_a_budget_that_reuses_a_removed_ones_id_is_not_refunded_for_it(ledger: Ledger, db: Database) -> None:
+    """SQLite may give a new budget the id of the one just removed: the jobs reserved on the old one do not
+    move the new one's counter when they end."""
+    old = await ledger.set_budget("user", "day", 5_000_000)
+    job = await ledger.reserve(draft(), 1_000_000)
+    assert await ledger.remove_budget(old.id)
+    new = await ledger.set_budget("user", "day", 9_000_000, target_id="u2")  # u2's own: not the job's
+    assert new.id == old.id
+    await ledger.refund(job, code="failed")
+    assert await spent(db, new.id, subject="u1") == 0
+
+
+async def test_a_budget_added_mid_flight_takes_on_the_jobs_in_flight(ledger: Ledger, db: Database) -> None:
+    """A job reserved under the default; the member then gets an own budget; the job is refunded: both
+    counters go back to nothing (the default's no longer keeps the reservation for ever)."""
+    default = await ledger.set_budget("user", "day", 1_000_000)
+    job = await ledger.reserve(draft(), 600_000)
+    own = await ledger.set_budget("user", "day", 5_000_000, target_id="u1")
+    assert (await spent(db, default.id), await spent(db, own.id)) == (600_000, 600_000)
+    await ledger.refund(job, code="failed")
+    assert (await spent(db, default.id), await spent(db, own.id)) == (0, 0)
+    # Settling a job in flight moves the counters by the difference, on each budget it was reserved on.
+    job = await ledger.reserve(draft(), 500_000)
+    await ledger.set_budget("global", "day", 10_000_000)
+    await ledger.settle(job, 700_000)
+    assert await spent(db, own.id) == 700_000
+    assert await spent(db, 3, subject="") == 700_000
+    assert await db.fetchval("SELECT COUNT(*) FROM job_reservations") == 0
+
+
+async def test_upgrade_notes_the_reservations_of_jobs_in_flight(tmp_path: Path, clock: Clock) -> None:
+    """A job reserved before migration 0006 ends after it: its refund still reaches the counter it was
+    reserved on (the upgrade writes down the in-flight jobs' counters)."""
+    path = tmp_path / "easel.db"
+    async with await Database.open(path, migrations=shipped_migrations()[:5]) as old:
+        budget = await Ledger(old, clock=clock).set_budget("user", "day", 1_000_000)
+        job = await Ledger(old, clock=clock).reserve(draft(), 400_000)
+    async with await Database.open(path) as db:
+        assert await db.fetchval("SELECT COUNT(*) FROM job_reservations WHERE job_id = ?", (job,)) == 1
+        assert await spent(db, budget.id) == 400_000
+        await Ledger(db, clock=clock).refund(job, code="failed")
+        assert await spent(db, budget.id) == 0
+        await counters_match_ledger(db)
+
+
 async def test_budget_status_lists_remaining_and_resets(ledger: Ledger) -> None:
     """Before paying, a user can see every budget that applies, tightest first."""
     await ledger.set_budget("user", "day", 100_000)
