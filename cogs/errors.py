@@ -96,7 +96,10 @@ def _sentence(error: BaseException, *, job_id: int | None) -> str:
         case ModelUnavailable():
             return f"🧭 {error.message}"
         case ProviderTimeout() if error.maybe_billed:
-            return "⌛ The image service took too long to answer; the request may have been billed, so check /usage."
+            return (
+                "⌛ The image service took too long to answer; it may still have billed the request, so its "
+                "estimate stays on your spending."
+            )
         case AuthenticationFailed() | PermissionDenied() | QuotaExhausted():
             return f"🔧 {error.message} (A server admin needs to fix this.)"
         case ProviderUnavailable() | ProviderError():

@@ -494,9 +494,11 @@ class Reactions(commands.Cog):
         try:
             await user.send(text)
         except discord.HTTPException:
-            # DMs closed: a quiet note in the channel that names nobody.
-            with contextlib.suppress(discord.HTTPException):
-                await channel.send(f"{FLAG} Flag recorded.", delete_after=NOTICE_SECONDS)
+            # DMs closed: a quiet note in the channel that names nobody, for a new flag only (a repeat records
+            # nothing, and must not let one member fill the channel with notes).
+            if added:
+                with contextlib.suppress(discord.HTTPException):
+                    await channel.send(f"{FLAG} Flag recorded.", delete_after=NOTICE_SECONDS)
 
     # -- 🗑️ -----------------------------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from bot.errors import BadImage, InvalidOption
+from bot.imaging import inputs
 from bot.imaging.masks import (
     AREA_NAMES,
     PIXEL_CAP,
@@ -25,6 +26,7 @@ from bot.imaging.masks import (
     transparent_fraction,
 )
 from tests import images
+from tests.test_imaging_inputs import heic_bytes
 
 
 def _open(data: bytes) -> Image.Image:
@@ -480,3 +482,23 @@ def test_preview_with_an_opaque_mask_tints_nothing() -> None:
     image = images.png(50, 50, GREY, mode="RGB")
     shown = _open(preview(image, images.png(50, 50))).convert("RGB")
     assert _close(shown.getpixel((25, 25)), GREY)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fmt", ["TGA", "PCX", "SGI", "PPM", "ICO"])
+def test_previews_and_masks_open_only_the_formats_uploads_may_be(fmt: str) -> None:
+    """The preview and a mask are decoded with the same short list of formats as every other upload, so an
+    exotic decoder (EPS runs Ghostscript) never sees a member's file."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(buffer, fmt)
+    with pytest.raises(BadImage, match="not an image Easel can read"):
+        open_image(buffer.getvalue())
+
+
+def test_a_heic_preview_works_before_any_other_heic_upload(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The HEIC opener is registered on first need here too, not only by the upload path."""
+    data = heic_bytes(Image.new("RGB", (32, 24), (10, 120, 200)))
+    # As in a fresh process: pillow-heif's opener not registered yet.
+    monkeypatch.setattr(inputs, "_heif_available", None)
+    monkeypatch.setattr(Image, "ID", [name for name in Image.ID if name != "HEIF"])
+    monkeypatch.delitem(Image.OPEN, "HEIF", raising=False)
+    assert open_image(data).size == (32, 24)

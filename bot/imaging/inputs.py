@@ -95,6 +95,16 @@ def _heif_ready() -> bool:
         return _heif_available
 
 
+def open_formats(data: bytes) -> tuple[str, ...]:
+    """The Pillow formats an upload may be opened as (`Image.open(..., formats=)`): the ones Easel takes, or
+    HEIF for an HEIC file (its opener registered first), so no exotic decoder ever sees an upload."""
+    if not _looks_heif(data):
+        return _OPEN_FORMATS
+    if not _heif_ready():
+        raise BadImage("HEIC images need the pillow-heif package; upload a PNG or JPEG instead.")
+    return ("HEIF",)
+
+
 def _looks_heif(data: bytes) -> bool:
     """True when `data` starts like an HEIF/HEIC file (an ISO-BMFF `ftyp` box with a HEIF brand)."""
     return data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS
@@ -234,13 +244,8 @@ def _open(data: bytes, *, upload_cap: int, pixel_cap: int, what: str) -> tuple[I
             f"The {what} is {_amount(len(data))}, over the {_amount(upload_cap, limit=True)} upload limit: "
             "upload a smaller file."
         )
-    formats: tuple[str, ...] = _OPEN_FORMATS
-    if _looks_heif(data):
-        if not _heif_ready():
-            raise BadImage("HEIC images need the pillow-heif package; upload a PNG or JPEG instead.")
-        formats = ("HEIF",)
     try:
-        image = Image.open(io.BytesIO(data), formats=formats)
+        image = Image.open(io.BytesIO(data), formats=open_formats(data))
     except UnidentifiedImageError:
         raise BadImage(
             f"The {what} is not an image Easel can read: upload a PNG, JPEG, WEBP, GIF, BMP, TIFF or HEIC file."

@@ -25,6 +25,7 @@ from typing import Literal
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageOps
 
 from bot.errors import BadImage, InvalidOption, quoted
+from bot.imaging.inputs import open_formats
 
 Shape = Literal["rect", "ellipse"]
 
@@ -191,7 +192,7 @@ def open_image(
     if not data:
         raise BadImage(f"The {what} is empty.")
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=open_formats(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise BadImage(f"The {what} has far too many pixels to open safely.") from None
     except (OSError, ValueError, SyntaxError, EOFError, struct.error):

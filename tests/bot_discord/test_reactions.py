@@ -247,6 +247,19 @@ async def test_flag_is_recorded_once_and_kept_quiet(world: World) -> None:
     assert "already flagged" in dms[1]
 
 
+async def test_with_dms_closed_a_flag_is_noted_in_the_channel_once(world: World) -> None:
+    """A member whose DMs are closed gets one anonymous note in the channel for a new flag; flagging again
+    records nothing and posts nothing, so nobody can fill the channel with notes."""
+    message = await world.result()
+    world.env.inject_error(
+        "POST", "/users/@me/channels", status=403, code=50007, message="Cannot send messages to this user", times=None
+    )
+    for _ in range(3):
+        await world.bob.react(message, FLAG)
+    notes = [m.content for m in world.channel.history() if m.content.startswith(FLAG)]
+    assert notes == [f"{FLAG} Flag recorded."]
+
+
 async def test_delete_by_requester_or_moderator_only(world: World) -> None:
     """🗑️ from a stranger leaves the result; from the requester or a moderator it goes."""
     first = await world.result()
