@@ -94,6 +94,15 @@ def missing_permissions(interaction: discord.Interaction[Any], *, private: bool)
     )
 
 
+def missing_in(channel: object) -> list[str]:
+    """The permissions Easel lacks to post a result in `channel` (a cached server channel or thread); none
+    for a direct message or a channel it does not know (then Discord says so, if it must)."""
+    if not isinstance(channel, discord.abc.GuildChannel | discord.Thread):
+        return []
+    have = channel.permissions_for(channel.guild.me)
+    return _missing(have, private=False, thread=isinstance(channel, discord.Thread))
+
+
 def _missing(have: discord.Permissions, *, private: bool, thread: bool) -> list[str]:
     needed = ["attach_files", "embed_links"]
     if not private:

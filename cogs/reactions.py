@@ -50,8 +50,8 @@ from bot.store.ledger import iso, utc_now
 from cogs.allowance import allowance
 from cogs.buttons import NO_JOB, result_view
 from cogs.cancel import CANCEL, cancel_by_reaction, cancel_view, job_on_message
-from cogs.errors import friendly
-from cogs.guard import channel_allowed
+from cogs.errors import CannotPost, friendly
+from cogs.guard import channel_allowed, missing_in
 from cogs.render import FLAG, PROMPT_SHOWN, VARY, Renderer, clip, queue_line, react_later, result_footer
 
 if TYPE_CHECKING:
@@ -370,6 +370,12 @@ class Reactions(commands.Cog):
             return
         if await self._recently_varied(job_id, index, user.id):
             log.info("ignored a repeated variation of job %d image %d by %s", job_id, index, user.id)
+            return
+        missing = missing_in(channel)
+        if missing:
+            # As for a command: a result that could not be posted is never made (nor paid for).
+            with contextlib.suppress(discord.HTTPException):
+                await user.send(friendly(CannotPost(missing)))
             return
         who = requester(user, guild_id=payload.guild_id, channel_id=payload.channel_id)
         core = self.bot.core

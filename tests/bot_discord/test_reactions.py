@@ -260,6 +260,21 @@ async def test_with_dms_closed_a_flag_is_noted_in_the_channel_once(world: World)
     assert notes == [f"{FLAG} Flag recorded."]
 
 
+async def test_a_variation_that_could_not_be_posted_is_never_made(world: World) -> None:
+    """Easel lost Attach Files in the channel after the result was posted: 🔁 starts no job (it could not be
+    posted, and would be paid for), and the member learns by DM which permission to ask for."""
+    message = await world.result()
+    channel = world.bot.get_channel(world.channel.id)
+    assert isinstance(channel, discord.TextChannel)
+    await channel.set_permissions(channel.guild.me, attach_files=False)
+    await world.env.settle()
+
+    await world.bob.react(message, VARY)
+    assert await world.children(message) == []
+    [told] = [m.content for m in world.bob.user.dm_channel.history()]
+    assert "Attach Files" in told
+
+
 async def test_delete_by_requester_or_moderator_only(world: World) -> None:
     """🗑️ from a stranger leaves the result; from the requester or a moderator it goes."""
     first = await world.result()
