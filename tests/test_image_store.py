@@ -26,7 +26,7 @@ from bot.errors import ImageGone, RequestError
 from bot.jobs import Requester, ResultStore, Studio
 from bot.services import open_core
 from bot.store import images as images_module
-from bot.store.db import Database
+from bot.store.db import Database, shipped_migrations
 from bot.store.images import CleanupReport, ImageStore, content_path, extension
 from bot.store.ledger import JobDraft, Ledger
 from tests import images
@@ -668,3 +668,15 @@ async def test_a_cancelled_cleanup_lets_waiting_saves_in(
     with pytest.raises(asyncio.CancelledError):
         await cleaning
     assert await db.fetchval("SELECT COUNT(*) FROM images") == 2
+
+
+async def test_upgrade_keeps_where_each_image_was_posted(tmp_path: Path, clock: Clock) -> None:
+    """Images posted before migration 0007 are still found by their message after it."""
+    path = tmp_path / "easel.db"
+    async with await Database.open(path, migrations=shipped_migrations()[:6]) as old:
+        job = await new_job(Ledger(old, clock=clock))
+        await ImageStore(old, tmp_path / "images", clock=clock).save(job, [image(images.png(8, 8))])
+        await old.execute("UPDATE images SET message_id = '555' WHERE job_id = ?", (job,))
+    async with await Database.open(path) as db:
+        store = ImageStore(db, tmp_path / "images", clock=clock)
+        assert await store.find_by_message(555) == [(job, 0)]

@@ -374,12 +374,19 @@ class ImageStore:
             "UPDATE images SET message_id = ?, attachment_id = ?, attachment_url = ? WHERE job_id = ? AND idx = ?",
             (str(message_id), str(attachment_id), attachment_url, job_id, idx),
         )
-        return changed == 1
+        if changed != 1:
+            return False
+        # Where the image was posted, for that message's reactions (images.message_id is only the latest copy).
+        await self.db.write(
+            "INSERT OR IGNORE INTO posts (message_id, job_id, idx) VALUES (?, ?, ?)", (str(message_id), job_id, idx)
+        )
+        return True
 
     async def find_by_message(self, message_id: int | str) -> list[tuple[int, int]]:
-        """The (job id, index) of every image posted in one Discord message, in order."""
+        """The (job id, index) of every image posted in one Discord message, in order (an image posted again
+        elsewhere, alone by its U button, stays found under the first message too)."""
         rows = await self.db.fetchall(
-            "SELECT job_id, idx FROM images WHERE message_id = ? ORDER BY job_id, idx", (str(message_id),)
+            "SELECT job_id, idx FROM posts WHERE message_id = ? ORDER BY job_id, idx", (str(message_id),)
         )
         return [(int(row["job_id"]), int(row["idx"])) for row in rows]
 

@@ -275,6 +275,24 @@ async def test_a_variation_that_could_not_be_posted_is_never_made(world: World) 
     assert "Attach Files" in told
 
 
+async def test_a_result_posted_again_alone_keeps_its_reactions(world: World) -> None:
+    """U1 and U2 post the images again, one per message: the result still finds both (its 1️⃣ varies image
+    1, its 🚩 flags the job), and each U post finds its own image."""
+    message = await world.result(n=2)
+    store = world.bot.core.image_store
+    first = await store.attach(1, 0, message_id=111, attachment_id=1, attachment_url="https://cdn.test/1.png")
+    second = await store.attach(1, 1, message_id=222, attachment_id=2, attachment_url="https://cdn.test/2.png")
+    assert first
+    assert second
+    assert await store.find_by_message(message.id) == [(1, 0), (1, 1)]
+    assert await store.find_by_message(111) == [(1, 0)]
+
+    await world.bob.react(message, DIGITS[0])
+    assert [child[2:] for child in await world.children(message)] == [(1, 0)]
+    await world.bob.react(message, FLAG)
+    assert len(await Flags(world.bot.core.db).for_job(1)) == 1
+
+
 async def test_delete_by_requester_or_moderator_only(world: World) -> None:
     """🗑️ from a stranger leaves the result; from the requester or a moderator it goes."""
     first = await world.result()
