@@ -176,11 +176,12 @@ class EaselBot(commands.Bot):
             await asyncio.sleep(self.settings.image_cleanup_hours * 3600)
 
     def command_signature(self) -> str:
-        """A hash of every command's definition, to sync only when it changed."""
+        """A hash of every command's definition, with where they go (the server, or all, and the bot's
+        application: a new bot reusing the data folder must get its own), to sync only when it changed."""
         definition = [command.to_dict(self.tree) for command in self.tree.get_commands()]
         blob = json.dumps(definition, sort_keys=True, default=str).encode()
         guild = self.settings.dev_guild_id or "global"
-        return f"{guild}:{hashlib.sha256(blob).hexdigest()}"
+        return f"{guild}:{self.application_id}:{hashlib.sha256(blob).hexdigest()}"
 
     async def sync_commands(self, *, force: bool = False) -> bool:
         """Sync the slash commands if their definition changed (Discord caps command creates at 200 a day)."""
@@ -190,12 +191,23 @@ class EaselBot(commands.Bot):
         if previous == signature and not force:
             log.info("commands unchanged; not syncing")
             return False
-        if self.settings.dev_guild_id:
-            guild = discord.Object(id=self.settings.dev_guild_id)
-            self.tree.copy_global_to(guild=guild)
-            await self.tree.sync(guild=guild)
-        else:
-            await self.tree.sync()
+        try:
+            if self.settings.dev_guild_id:
+                guild = discord.Object(id=self.settings.dev_guild_id)
+                self.tree.copy_global_to(guild=guild)
+                await self.tree.sync(guild=guild)
+            else:
+                await self.tree.sync()
+        except discord.HTTPException as error:
+            if isinstance(error, discord.Forbidden) and self.settings.dev_guild_id:
+                raise ConfigError(
+                    f"DEV_GUILD_ID: Discord would not take Easel's commands in server {self.settings.dev_guild_id}: "
+                    "invite the bot there with the applications.commands scope, or unset DEV_GUILD_ID",
+                    variable="DEV_GUILD_ID",
+                ) from None
+            # Discord busy or down: the commands from the last sync still work; the next start tries again.
+            log.warning("could not sync the commands (%s); trying again at the next start", error)
+            return False
         await asyncio.to_thread(_write_text, path, signature)
         log.info("commands synced to %s", self.settings.dev_guild_id or "all servers")
         return True

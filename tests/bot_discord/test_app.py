@@ -5,10 +5,12 @@ from __future__ import annotations
 import gc
 import sys
 
+import pytest
 import simcord
 
 from bot.app import COMMANDS_HASH_FILE, SWITCH_INTERVAL, EaselBot, point_at
 from bot.config import Settings
+from bot.errors import ConfigError
 
 
 async def test_setup_opens_the_services(simcord_env: simcord.Env, simcord_bot: EaselBot, settings: Settings) -> None:
@@ -16,7 +18,7 @@ async def test_setup_opens_the_services(simcord_env: simcord.Env, simcord_bot: E
     core = simcord_bot.core
     assert core.studio.images.provider.name == "mock"
     assert simcord_bot.workers.mode == "thread"
-    assert (settings.data_dir / COMMANDS_HASH_FILE).read_text().startswith("global:")
+    assert (settings.data_dir / COMMANDS_HASH_FILE).read_text().startswith(f"global:{simcord_bot.application_id}:")
     assert not core.http.is_closed
     assert gc.get_freeze_count() > 0
     assert sys.getswitchinterval() == SWITCH_INTERVAL
@@ -39,6 +41,39 @@ async def test_commands_sync_only_when_changed(settings: Settings) -> None:
         assert not await first.sync_commands()
         assert await first.sync_commands(force=True)
     await first.close()
+
+
+async def test_the_command_hash_belongs_to_the_bots_application(settings: Settings) -> None:
+    """Another bot (a new token, a new application) reusing the data folder gets its commands synced."""
+    bot = EaselBot(settings, workers="thread")
+    async with simcord.run(bot):
+        assert str(bot.application_id) in bot.command_signature()
+        (settings.data_dir / COMMANDS_HASH_FILE).write_text(
+            bot.command_signature().replace(str(bot.application_id), "1")
+        )
+        assert await bot.sync_commands()
+    await bot.close()
+
+
+async def test_a_server_that_refuses_the_commands_is_one_clear_setting_error(settings: Settings) -> None:
+    """DEV_GUILD_ID naming a server the bot may not add commands to: a ConfigError naming the setting."""
+    bot = EaselBot(settings.model_copy(update={"dev_guild_id": 4242}), workers="thread", sync_commands=False)
+    async with simcord.run(bot) as env:
+        env.inject_error("PUT", "/applications/*/guilds/*/commands", status=403, code=50001, message="Missing Access")
+        with pytest.raises(ConfigError, match="DEV_GUILD_ID"):
+            await bot.sync_commands(force=True)
+    await bot.close()
+
+
+async def test_discord_down_during_a_sync_is_retried_at_the_next_start(settings: Settings) -> None:
+    """A failed global sync keeps the bot running and the old hash, so the next start syncs again."""
+    bot = EaselBot(settings, workers="thread")
+    async with simcord.run(bot) as env:
+        stored = (settings.data_dir / COMMANDS_HASH_FILE).read_text()
+        env.inject_error("PUT", "/applications/*/commands", status=503, code=0)
+        assert not await bot.sync_commands(force=True)
+        assert (settings.data_dir / COMMANDS_HASH_FILE).read_text() == stored
+    await bot.close()
 
 
 def test_point_at_moves_rest_and_gateway(monkeypatch) -> None:  # type: ignore[no-untyped-def]
