@@ -360,8 +360,8 @@ MAX_LIMIT_USD = Decimal(1_000_000_000)
 """The largest budget limit the CLI takes, in dollars: "no limit" is removing the budget."""
 MAX_ROW_ID = 2**63 - 1
 """SQLite's largest row id: a budget id above it names no budget."""
-MAX_DAYS = 1_000_000
-"""The longest retention `cleanup --days` takes (about 2,700 years; 0 keeps images for ever)."""
+MAX_DAYS = 36_500
+"""The longest retention `cleanup --days` takes (a hundred years, as EASEL_IMAGE_RETENTION_DAYS; 0: for ever)."""
 
 
 def _cli_day(value: str, flag: str) -> dt.date:

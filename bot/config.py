@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     """The most requests of one server running at once."""
     max_queued_per_user: int = Field(default=5, ge=1, le=1000, validation_alias="EASEL_MAX_QUEUED_PER_USER")
     """The most requests of one member waiting in line; another is refused at once, free."""
-    timeout: float = Field(default=300.0, gt=0, validation_alias="EASEL_TIMEOUT")
+    timeout: float = Field(default=300.0, gt=0, le=3600, allow_inf_nan=False, validation_alias="EASEL_TIMEOUT")
     """Seconds to wait for the image service to answer one request."""
     max_retries: int = Field(default=2, ge=0, le=10, validation_alias="EASEL_MAX_RETRIES")
     """Retries of failed connections, 408/409/429 and 5xx answers."""
@@ -84,13 +84,17 @@ class Settings(BaseSettings):
     """Channel ids (comma-separated) where members may use Easel, threads under them included; blank: everywhere."""
     max_download_mb: int = Field(default=50, ge=1, le=500, validation_alias="EASEL_MAX_DOWNLOAD_MB")
     """Largest result image fetched from a URL, in MB."""
-    image_retention_days: float = Field(default=90, ge=0, validation_alias="EASEL_IMAGE_RETENTION_DAYS")
+    image_retention_days: float = Field(
+        default=90, ge=0, le=36500, allow_inf_nan=False, validation_alias="EASEL_IMAGE_RETENTION_DAYS"
+    )
     """Days to keep generated images in the local store (0: keep forever)."""
     image_store_mb: int = Field(default=2048, ge=0, validation_alias="EASEL_IMAGE_STORE_MB")
     """Most megabytes the local image store may hold; the oldest go first (0: no limit)."""
-    image_cleanup_hours: float = Field(default=6, gt=0, validation_alias="EASEL_IMAGE_CLEANUP_HOURS")
+    image_cleanup_hours: float = Field(
+        default=6, gt=0, le=8760, allow_inf_nan=False, validation_alias="EASEL_IMAGE_CLEANUP_HOURS"
+    )
     """How often the bot applies the retention limits."""
-    stop_grace: float = Field(default=8, ge=0, le=600, validation_alias="EASEL_STOP_GRACE")
+    stop_grace: float = Field(default=8, ge=0, le=600, allow_inf_nan=False, validation_alias="EASEL_STOP_GRACE")
     """Seconds a stop waits for replies in flight to finish (docker stop allows 10 before it kills)."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", validation_alias="EASEL_LOG_LEVEL")
     """How much to log."""
@@ -137,13 +141,27 @@ class Settings(BaseSettings):
     def _check_discord_api(cls, value: str | None) -> str | None:
         return _url(value, "DISCORD_API_BASE")
 
+    @field_validator("discord_token", "openai_api_key", "azure_api_key", "thread_token")
+    @classmethod
+    def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # Sent in an HTTP header, where only printable ASCII goes: a pasted curly quote or space would fail
+        # every request. The message never shows the value.
+        if value is not None:
+            secret = value.get_secret_value()
+            if not all(33 <= ord(char) < 127 for char in secret):
+                raise ValueError("contains a space or a character that cannot be sent (a pasted quote?)")
+        return value
+
     @field_validator("discord_gateway_url")
     @classmethod
     def _check_gateway(cls, value: str | None) -> str | None:
         if value in (None, ""):
             return None
-        url = httpx.URL(value)
-        if url.scheme not in ("ws", "wss") or not url.host:
+        try:
+            url: httpx.URL | None = httpx.URL(value)
+        except (httpx.InvalidURL, TypeError):
+            url = None
+        if url is None or url.scheme not in ("ws", "wss") or not url.host:
             raise ValueError(f"DISCORD_GATEWAY_URL must be a ws:// or wss:// URL, got {value!r}")
         return value
 
@@ -221,7 +239,9 @@ def _describe(error: Any) -> str:
         return f"EASEL_PROVIDER must be one of {', '.join(PROVIDERS)} (got {given!r})"
     if message.startswith(variable):
         return message
-    shown = "" if given is None or "secret" in field or "token" in field or "key" in field else f" (got {given!r})"
+    # The error may name the field or its variable: either way a secret's value is never quoted back.
+    secret = any(word in f"{field} {variable}".lower() for word in ("secret", "token", "key", "salt"))
+    shown = "" if given is None or secret else f" (got {given!r})"
     return f"{variable}: {message}{shown}"
 
 

@@ -60,12 +60,31 @@ def cli_lifetime(settings: Settings) -> dt.timedelta:
     return dt.timedelta(seconds=settings.timeout * (settings.max_retries + 1) + 60)
 
 
-def settings_problems(settings: Settings, catalogue: Catalogue) -> list[str]:
+PROVIDER_CLASSES: dict[str, type[ImageProvider]] = {
+    "openai": OpenAIProvider,
+    "azure": AzureProvider,
+    "compatible": CompatibleProvider,
+    "thread": ThreadProvider,
+    "mock": MockProvider,
+}
+"""Each EASEL_PROVIDER's class (`make_provider` builds them)."""
+
+
+def settings_problems(settings: Settings, catalogue: Catalogue, *, today: dt.date | None = None) -> list[str]:
     """Every reason these settings cannot serve images, one line each (empty when fine)."""
     problems = settings.provider_problems()
-    if catalogue.find(settings.model) is None:
+    spec = catalogue.find(settings.model)
+    if spec is None:
         known = ", ".join(spec.name for spec in catalogue)
         problems.append(f"EASEL_MODEL: unknown model {settings.model!r}; choose one of {known}")
+        return problems
+    provider = PROVIDER_CLASSES.get(settings.provider)
+    day = today or utc_now().date()
+    if provider is not None and provider.follows_lifecycle and spec.status(day) == "shutdown":
+        # Every request on the default would be refused: better said once at start than to every member.
+        use = f"; use {spec.replacement} instead" if spec.replacement else ""
+        shut = spec.shutdown.isoformat() if spec.shutdown else "already"
+        problems.append(f"EASEL_MODEL: {spec.name} was shut down on {shut}{use}")
     return problems
 
 

@@ -310,6 +310,10 @@ def test_empty_override_is_the_shipped_catalogue(tmp_path: Path, catalogue: Cata
         ("models = 3\n", 'models must be tables like [models."name"]'),
         ('[models]\n"gpt-image-2" = 3\n', '[models."gpt-image-2"] must be a table'),
         ("[models\nthis is not toml", "is not valid TOML"),
+        ('[models."gpt-image-2"]\nedit = true\n', "edit: expected a table"),
+        ('[models."gpt-image-2"]\nedit = "big"\n', "edit: expected a table"),
+        ('[models."gpt-image-2"]\nstreaming = "false"\n', "streaming: expected true or false, got 'false'"),
+        ('[models."gpt-image-2"]\nedit = { mask = "no" }\n', "edit.mask: expected true or false"),
     ],
 )
 def test_bad_override_is_config_error(tmp_path: Path, text: str, expected: str) -> None:

@@ -69,6 +69,13 @@ def test_secrets_never_print(monkeypatch: pytest.MonkeyPatch) -> None:
         ("AZURE_OPENAI_ENDPOINT", "not a url", "AZURE_OPENAI_ENDPOINT must be an http(s) URL"),
         ("EASEL_MAX_IMAGES", "11", "EASEL_MAX_IMAGES:"),
         ("EASEL_TIMEOUT", "soon", "EASEL_TIMEOUT:"),
+        ("EASEL_TIMEOUT", "inf", "EASEL_TIMEOUT:"),
+        ("EASEL_TIMEOUT", "1e11", "EASEL_TIMEOUT:"),
+        ("EASEL_IMAGE_RETENTION_DAYS", "800000", "EASEL_IMAGE_RETENTION_DAYS:"),
+        ("EASEL_IMAGE_CLEANUP_HOURS", "nan", "EASEL_IMAGE_CLEANUP_HOURS:"),
+        ("DISCORD_GATEWAY_URL", "wss://gateway.discord.gg:44x/", "DISCORD_GATEWAY_URL must be a ws:// or wss:// URL"),
+        ("OPENAI_API_KEY", "sk-SECRETSECRET\u00e9123456", "OPENAI_API_KEY: contains a space or a character"),
+        ("DISCORD_TOKEN", "MTIz.abc def", "DISCORD_TOKEN: contains a space or a character"),
     ],
 )
 def test_bad_values_name_the_variable(
@@ -81,6 +88,8 @@ def test_bad_values_name_the_variable(
     lines = str(caught.value).splitlines()
     assert len(lines) == 1
     assert lines[0].startswith(expected)
+    assert "SECRET" not in lines[0]
+    assert "abc def" not in lines[0]
 
 
 def test_several_problems_one_line_each(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import httpx
@@ -12,9 +13,10 @@ from bot.api.mock import MockProvider
 from bot.api.openai import AzureProvider, CompatibleProvider, OpenAIProvider
 from bot.api.thread import ThreadProvider
 from bot.api.types import Completed, EditRequest, GenerateRequest, InputImage, PartialImage, VaryRequest
+from bot.catalogue import Catalogue
 from bot.config import Settings
 from bot.errors import ConfigError, InvalidOption
-from bot.services import build_provider, open_core
+from bot.services import build_provider, open_core, settings_problems
 from bot.store.ledger import CLI_USER_ID, JobDraft
 
 pytestmark = pytest.mark.usefixtures("clean_env")
@@ -65,6 +67,18 @@ async def test_open_core_reports_every_problem() -> None:
     lines = str(caught.value).splitlines()
     assert lines[0].startswith("OPENAI_API_KEY is not set")
     assert lines[1].startswith("EASEL_MODEL: unknown model 'gpt-9'")
+
+
+def test_a_default_model_shut_down_is_a_start_up_problem(catalogue: Catalogue) -> None:
+    """EASEL_MODEL naming a model OpenAI shut down: said once at start, with its replacement, instead of to
+    every member on every request; a provider that serves it anyway (compatible) is left alone."""
+    today = dt.date(2026, 12, 4)
+    shut = settings(provider="openai", openai_api_key="sk-test", model="gpt-image-1.5")
+    assert settings_problems(shut, catalogue, today=today) == [
+        "EASEL_MODEL: gpt-image-1.5 was shut down on 2026-12-01; use gpt-image-2 instead"
+    ]
+    assert settings_problems(shut, catalogue, today=dt.date(2026, 11, 30)) == []
+    assert settings_problems(settings(provider="compatible", model="gpt-image-1.5"), catalogue, today=today) == []
 
 
 async def test_admin_catalogue_file_is_used(tmp_path: Path) -> None:

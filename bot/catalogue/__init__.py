@@ -250,6 +250,14 @@ def _date(value: Any, where: str) -> dt.date | None:
     raise ConfigError(f"{where}: expected a date like 2026-12-01, got {value!r}")
 
 
+def _flag(raw: Mapping[str, Any], key: str, default: bool, where: str) -> bool:
+    """A true/false field: TOML's booleans only ("false" in quotes would read as true)."""
+    value = raw.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}.{key}: expected true or false, got {value!r}")
+    return value
+
+
 def _strs(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{where}: expected a list of strings")
@@ -298,13 +306,15 @@ def _build(name: str, raw: Mapping[str, Any], source: str) -> ModelSpec:
         rule = SizeRule(**raw["size_rule"]) if raw.get("size_rule") else None
         edit_raw = raw.get("edit")
         edit = None
+        if edit_raw is not None and not isinstance(edit_raw, dict):
+            raise ConfigError(f"{where}.edit: expected a table such as {{ max_images = 1, mask = true }}")
         if edit_raw:
             edit = EditLimits(
                 max_images=int(edit_raw.get("max_images", 1)),
                 max_bytes=int(edit_raw.get("max_bytes", 4 * 1024 * 1024)),
                 formats=_strs(edit_raw.get("formats", ["png"]), f"{where}.edit.formats"),
-                square_only=bool(edit_raw.get("square_only", True)),
-                mask=bool(edit_raw.get("mask", True)),
+                square_only=_flag(edit_raw, "square_only", True, f"{where}.edit"),
+                mask=_flag(edit_raw, "mask", True, f"{where}.edit"),
                 max_edge=None if edit_raw.get("max_edge") is None else int(edit_raw["max_edge"]),
                 max_pixels=None if edit_raw.get("max_pixels") is None else int(edit_raw["max_pixels"]),
             )
@@ -330,9 +340,9 @@ def _build(name: str, raw: Mapping[str, Any], source: str) -> ModelSpec:
             input_fidelity=_strs(raw.get("input_fidelity", []), f"{where}.input_fidelity"),
             complexity=_strs(raw.get("complexity", []), f"{where}.complexity"),
             default_complexity=raw.get("default_complexity") or None,
-            streaming=bool(raw.get("streaming", False)),
+            streaming=_flag(raw, "streaming", False, where),
             partial_images_max=int(raw.get("partial_images_max", 0)),
-            response_format=bool(raw.get("response_format", False)),
+            response_format=_flag(raw, "response_format", False, where),
             edit=edit,
             prices=prices,
             released=_date(raw.get("released"), f"{where}.released"),
