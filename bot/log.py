@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
+from typing import Any
 
 _PATTERNS = (
     # OpenAI-style keys, bearer tokens in headers, and Discord bot tokens.
@@ -34,7 +35,8 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """Rewrites every record's message so secrets never reach a log handler."""
+    """Rewrites every record's message so secrets never reach a log handler (`RedactingFormatter` does the
+    same for the tracebacks and stacks it prints)."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
@@ -48,10 +50,25 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class RedactingFormatter(logging.Formatter):
+    """A formatter whose tracebacks and stacks have secrets removed: an exception's text (a library's
+    'illegal header' error, say) may hold one. The record itself is left alone for other handlers."""
+
+    def __init__(self, fmt: str | None = None, secrets: Iterable[str] = ()) -> None:
+        super().__init__(fmt)
+        self._secrets = tuple(s for s in secrets if s)
+
+    def formatException(self, ei: Any) -> str:
+        return redact(super().formatException(ei), self._secrets)
+
+    def formatStack(self, stack_info: str) -> str:
+        return redact(super().formatStack(stack_info), self._secrets)
+
+
 def setup_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
     """Log to stderr at `level`, with secrets redacted and chatty libraries quieted."""
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", secrets))
     handler.addFilter(RedactingFilter(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import logging
 
 import pytest
 
-from bot.log import RedactingFilter, redact, register_secrets
+from bot.log import RedactingFilter, RedactingFormatter, redact, register_secrets
 
 
 @pytest.mark.parametrize(
@@ -43,3 +44,30 @@ def test_filter_cleans_log_records(caplog: pytest.LogCaptureFixture) -> None:
         logger.removeFilter(handler_filter)
     assert "hunter2-secret" not in caplog.text
     assert "sk-abcdefghijklmnop" not in caplog.text
+
+
+def test_filter_cleans_tracebacks_and_stacks() -> None:
+    """A secret inside an exception's text (a library's 'illegal header' error, say) is gone from the logged
+    traceback too, and from a logged stack."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(RedactingFormatter("%(message)s", ["hunter2-secret"]))
+    handler.addFilter(RedactingFilter(["hunter2-secret"]))
+    logger = logging.getLogger("tests.redaction.traceback")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        try:
+            raise RuntimeError("Illegal header value b'Bearer sk-proj-SECRETSECRET1234' and hunter2-secret")
+        except RuntimeError:
+            logger.exception("the request failed")
+        logger.warning("where %s", "we are", stack_info=True)
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+    text = stream.getvalue()
+    assert "the request failed" in text
+    assert "RuntimeError: Illegal header value" in text
+    assert "SECRETSECRET" not in text
+    assert "hunter2-secret" not in text
+    assert "Stack (most recent call last)" in text
