@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bot import pricing
 from bot.catalogue import Catalogue, SizeRule, parse_size
 from bot.config import Settings
 from bot.errors import ConfigError, ModelUnavailable
@@ -268,6 +269,28 @@ def test_override_with_extends_replaces_shipped_model(tmp_path: Path) -> None:
     assert spec.label == "Old name, new rules"
     assert spec.size_rule is not None
     assert spec.prices == loaded.get("gpt-image-2").prices
+
+
+def test_an_entry_with_its_own_prices_is_priced_by_them(tmp_path: Path, catalogue: Catalogue) -> None:
+    """A model extending gpt-image-2 with its own token prices (or gpt-image-2 overridden so) is estimated from
+    those prices, not from gpt-image-2's per-image table, which would take precedence and underprice it."""
+    loaded = _load(
+        tmp_path,
+        '[models."gpt-image-3"]\nextends = "gpt-image-2"\n'
+        'prices = { unit = "tokens", text_in = 5.0, image_in = 8.0, image_out = 40.0 }\n',
+    )
+
+    def high(model: Catalogue, name: str) -> int:
+        return pricing.estimate(model.get(name), size="1024x1024", quality="high", n=1, prompt="a fox")
+
+    assert high(loaded, "gpt-image-3") > high(catalogue, "gpt-image-2")
+    assert loaded.get("gpt-image-3").prices.per_image == {}
+    overridden = _load(
+        tmp_path,
+        '[models."gpt-image-2"]\nprices = { unit = "tokens", text_in = 5.0, image_in = 8.0, image_out = 60.0 }\n',
+    )
+    assert high(overridden, "gpt-image-2") > high(catalogue, "gpt-image-2")
+    assert high(_load(tmp_path, '[models."gpt-image-2"]\nn_max = 4\n'), "gpt-image-2") == high(catalogue, "gpt-image-2")
 
 
 def test_empty_override_is_the_shipped_catalogue(tmp_path: Path, catalogue: Catalogue) -> None:

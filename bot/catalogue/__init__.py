@@ -364,6 +364,11 @@ def _build(name: str, raw: Mapping[str, Any], source: str) -> ModelSpec:
     return spec
 
 
+def _own_prices(table: Mapping[str, Any]) -> frozenset[str]:
+    """The fields an entry that sets `prices` (and no `per_image`) does not take from what it changes."""
+    return frozenset({"per_image"}) if "prices" in table and "per_image" not in table else frozenset()
+
+
 def _resolve(raw: Mapping[str, Mapping[str, Any]], source: str) -> dict[str, dict[str, Any]]:
     """Expand `extends` chains into flat tables."""
     done: dict[str, dict[str, Any]] = {}
@@ -381,8 +386,10 @@ def _resolve(raw: Mapping[str, Mapping[str, Any]], source: str) -> dict[str, dic
                 raise ConfigError(f"{source}: model {name!r}: extends must be a model name, got {parent!r}")
             if parent not in raw:
                 raise ConfigError(f"{source}: model {name!r} extends unknown model {parent!r}")
-            # Aliases name one model each, so they are not inherited.
-            inherited = {k: v for k, v in flat(parent, (*seen, name)).items() if k != "aliases"}
+            # Aliases name one model each, so they are not inherited; nor are per-image prices by an entry
+            # with prices of its own (they would take precedence over them).
+            skipped = {"aliases", *_own_prices(table)}
+            inherited = {k: v for k, v in flat(parent, (*seen, name)).items() if k not in skipped}
             table = {**inherited, **table}
         done[name] = table
         return table
@@ -438,8 +445,10 @@ class Catalogue:
             for name, table in extra.items():
                 if not isinstance(table, dict):
                     raise ConfigError(f'{override}: [models."{name}"] must be a table')
-                # An override of a shipped model changes only the fields it lists.
+                # An override of a shipped model changes only the fields it lists (its own prices replace
+                # the per-image ones too, which would otherwise take precedence over them).
                 base = merged.get(name, {}) if "extends" not in table else {}
+                base = {k: v for k, v in base.items() if k not in _own_prices(table)}
                 merged[name] = {**base, **table}
         flat = _resolve(merged, source)
         catalogue = cls({name: _build(name, table, source) for name, table in flat.items()})
