@@ -207,6 +207,10 @@ class Plan:
     """The request's other options that were set, kept on the job (see `KEPT_OPTIONS`)."""
 
 
+PlanHandler = Callable[[Plan], Awaitable[None]]
+"""Told a job's checked plan (what it will cost) before anything is reserved."""
+
+
 class Studio:
     """Runs image jobs through the ledger: every request priced, reserved, settled or refunded."""
 
@@ -336,16 +340,20 @@ class Studio:
         fallback: JobDraft,
         parent: tuple[int, int] | None = None,
         on_queue: QueueHandler | None = None,
+        on_plan: PlanHandler | None = None,
     ) -> JobOutcome:
         """Check, reserve, wait for a slot, call, then settle or refund; the outcome or the EaselError that stopped it.
 
-        `on_queue` hears the job's place in line (and why it waits, after a 429) while it waits.
+        `on_queue` hears the job's place in line (and why it waits, after a 429) while it waits; `on_plan`
+        hears the checked plan (its estimate) before anything is reserved.
         """
         try:
             plan = make_plan()
         except EaselError as error:
             await self._rejected(dataclasses.replace(fallback, parent_job=parent[0] if parent else None), error)
             raise
+        if on_plan is not None:
+            await on_plan(plan)
         draft = self._draft(plan, who, parent)
         if self.queue is not None:
             try:
@@ -611,8 +619,12 @@ class Studio:
         square: SquareMode = "pad",
         parent: tuple[int, int] | None = None,
         on_queue: QueueHandler | None = None,
+        on_plan: PlanHandler | None = None,
     ) -> JobOutcome:
-        """Edit the uploaded image(s): prepared for the model, masked by `region`, the mask upload or transparency."""
+        """Edit the uploaded image(s): prepared for the model, masked by `region`, the mask upload or transparency.
+
+        `on_plan` hears the plan once the uploads are prepared (converted, padded), so its estimate is the
+        one reserved."""
         req = dataclasses.replace(req, user=who.user_id)
         fallback = self._fallback("edit", who, req.model, req.prompt, req.n)
         spec = await self._model(req.model, fallback)
@@ -622,7 +634,9 @@ class Studio:
             fallback, lambda: prepare_edit(uploads, spec, mask=mask, region=region, square=square)
         )
         req = dataclasses.replace(req, images=ready.images, mask=ready.mask)
-        outcome = await self.run(lambda: self.plan_edit(req), who, fallback=fallback, parent=parent, on_queue=on_queue)
+        outcome = await self.run(
+            lambda: self.plan_edit(req), who, fallback=fallback, parent=parent, on_queue=on_queue, on_plan=on_plan
+        )
         return dataclasses.replace(outcome, notes=ready.notes)
 
     async def outpaint(
@@ -659,8 +673,9 @@ class Studio:
         *,
         parent: tuple[int, int] | None = None,
         on_queue: QueueHandler | None = None,
+        on_plan: PlanHandler | None = None,
     ) -> JobOutcome:
-        """Variations of the uploaded image, through the variations endpoint or edit."""
+        """Variations of the uploaded image, through the variations endpoint or edit (`on_plan`: as for edit)."""
         req = dataclasses.replace(req, user=who.user_id)
         fallback = self._fallback("vary", who, req.model, req.prompt or "", req.n)
         try:
@@ -671,7 +686,9 @@ class Studio:
         upload = req.image.data
         image, notes = await self._prepared(fallback, lambda: prepare_vary(upload, spec))
         req = dataclasses.replace(req, image=image, model=spec.name)
-        outcome = await self.run(lambda: self.plan_vary(req), who, fallback=fallback, parent=parent, on_queue=on_queue)
+        outcome = await self.run(
+            lambda: self.plan_vary(req), who, fallback=fallback, parent=parent, on_queue=on_queue, on_plan=on_plan
+        )
         return dataclasses.replace(outcome, notes=notes)
 
     async def _model(self, name: str | None, fallback: JobDraft) -> ModelSpec:

@@ -246,8 +246,8 @@ class Edit(commands.Cog):
             source = await read_upload(image)
             mask_image = await read_upload(mask, what="mask") if mask is not None else None
             req = EditRequest(prompt=prompt, images=(source,), mask=mask_image, model=model, quality=quality)
-            await self.renderer.announce(interaction, lambda: self.studio.plan_edit(req), who)
-            return await self.studio.edit(req, who, region=area, on_queue=hooks.on_queue)
+            announce = self.renderer.announcer(interaction, who)
+            return await self.studio.edit(req, who, region=area, on_queue=hooks.on_queue, on_plan=announce)
 
         await self.renderer.run(interaction, who, work, headline=_headline("🖌️", "Edit", prompt))
 
@@ -322,8 +322,8 @@ class Edit(commands.Cog):
 
         async def work(hooks: Hooks) -> JobOutcome:
             req = VaryRequest(image=await read_upload(image), model=model, n=n, strength=strength, quality=quality)
-            await self.renderer.announce(interaction, lambda: self.studio.plan_vary(req), who)
-            return await self.studio.vary(req, who, on_queue=hooks.on_queue)
+            announce = self.renderer.announcer(interaction, who)
+            return await self.studio.vary(req, who, on_queue=hooks.on_queue, on_plan=announce)
 
         headline = "🔁 Variation" if n == 1 else f"🔁 {n} variations"
         await self.renderer.run(interaction, who, work, headline=f"{headline} ({strength})")
@@ -362,8 +362,8 @@ class Edit(commands.Cog):
             source, parent = await self._picture(message)
             model = self.renderer.vary_model(await self._parent_model(parent)) if parent else None
             req = VaryRequest(image=source, model=model)
-            await self.renderer.announce(interaction, lambda: self.studio.plan_vary(req), who)
-            return await self.studio.vary(req, who, parent=parent, on_queue=hooks.on_queue)
+            announce = self.renderer.announcer(interaction, who)
+            return await self.studio.vary(req, who, parent=parent, on_queue=hooks.on_queue, on_plan=announce)
 
         await self.renderer.run(interaction, who, work, headline="🔁 Variation")
 
@@ -387,8 +387,10 @@ class Edit(commands.Cog):
             source, parent = await self._picture(message)
             model = self.renderer.edit_model(await self._parent_model(parent)) if parent else None
             req = EditRequest(prompt=prompt, images=(source,), model=model)
-            await self.renderer.announce(interaction, lambda: self.studio.plan_edit(req), who)
-            return await self.studio.edit(req, who, region=area, parent=parent, on_queue=hooks.on_queue)
+            announce = self.renderer.announcer(interaction, who)
+            return await self.studio.edit(
+                req, who, region=area, parent=parent, on_queue=hooks.on_queue, on_plan=announce
+            )
 
         await self.renderer.run(interaction, who, work, headline=_headline("🖌️", "Edit", prompt))
 

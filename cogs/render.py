@@ -59,6 +59,7 @@ from bot.jobs import (
     JobOutcome,
     PartialHandler,
     Plan,
+    PlanHandler,
     QueueHandler,
     Quote,
     Requester,
@@ -412,6 +413,16 @@ class Renderer:
         self._estimates[interaction.id] = asyncio.create_task(
             self.progress(interaction, estimate_line(quote)), name=f"easel-estimate-{interaction.id}"
         )
+
+    def announcer(self, interaction: discord.Interaction[Any], who: Requester) -> PlanHandler:
+        """`announce` for a studio call that plans the job itself (an edit or variation, once its uploads are
+        prepared: a HEIC turned into a JPEG, a picture padded square), so the estimate shown is the one
+        reserved."""
+
+        async def show(plan: Plan) -> None:
+            await self.announce(interaction, lambda: plan, who)
+
+        return show
 
     def _estimate_shown(self, interaction_id: int) -> bool:
         """Whether the reply's estimate edit is done (or there is none)."""

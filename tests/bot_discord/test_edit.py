@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
 from typing import Any
 
 import discord
 import pytest
 import simcord
+from PIL import Image
 
 from bot.api.types import EditRequest, ImageResult, VaryRequest
 from bot.app import EaselBot
@@ -324,3 +326,19 @@ async def test_reactions_work_on_results_the_renderer_posted(world: World) -> No
         parent,
         0,
     )
+
+
+async def test_an_upload_that_needs_converting_still_shows_its_estimate(world: World) -> None:
+    """A BMP is converted before the model sees it: the estimate is worked out from the converted upload, so
+    the member sees it (it was skipped, as the raw file failed the model's format check) while the job runs."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(buffer, "BMP")
+    result = await world.alice.slash(world.channel, "vary", image=("fox.bmp", buffer.getvalue()))
+    assert result.response is not None
+    assert len(result.response.attachments) == 1
+    edits = [
+        str((entry.json or {}).get("content"))
+        for entry in world.env.http_requests
+        if entry.method == "PATCH" and isinstance(entry.json, dict)
+    ]
+    assert any("estimated cost" in content for content in edits)
