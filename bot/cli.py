@@ -19,6 +19,7 @@ import asyncio
 import datetime as dt
 import logging
 import math
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -155,7 +156,11 @@ def _read_image(path: Path) -> InputImage:
             raise BadImage(
                 f"{path} is {size / 1_048_576:.0f} MB; use an image under {MAX_INPUT_BYTES // 1_048_576} MB."
             )
-        data = path.read_bytes()
+        # At most one byte past the limit: a pipe or a device (/dev/zero) reports no size and never ends.
+        with path.open("rb") as handle:
+            data = handle.read(MAX_INPUT_BYTES + 1)
+        if len(data) > MAX_INPUT_BYTES:
+            raise BadImage(f"{path} is over {MAX_INPUT_BYTES // 1_048_576} MB; use a smaller image.")
     except FileNotFoundError:
         raise BadImage(f"There is no file {path}.") from None
     except IsADirectoryError:
@@ -164,6 +169,30 @@ def _read_image(path: Path) -> InputImage:
         raise BadImage(f"Cannot read {path} ({exc.strerror}).") from None
     kind = sniff_format(data) or "png"
     return InputImage(data=data, filename=path.name, mime=_MIMES.get(kind, "image/png"))
+
+
+def _check_text(args: argparse.Namespace) -> None:
+    """Refuse a prompt the shell passed as bytes that are not UTF-8 (it could be neither sent nor kept)."""
+    for flag in ("prompt",):
+        value = getattr(args, flag, None)
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ConfigError(f"The {flag} is not valid UTF-8 text; type it again.") from None
+
+
+def _ready_folder(out: Path) -> None:
+    """Make the output folder, or say in one line why it cannot be written (before any job is paid for)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".easel-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except FileExistsError:
+        raise ConfigError(f"--out {out} is a file, not a folder.") from None
+    except OSError as exc:
+        raise ConfigError(f"--out {out} cannot be written ({exc.strerror or exc}).") from None
 
 
 def _save(result: ImageResult, out: Path, now: dt.datetime) -> list[Path]:
@@ -349,6 +378,9 @@ def run(argv: Sequence[str], *, out: TextIO | None = None, start_bot: BotStarter
         return EXIT_OK
     if not 1 <= getattr(args, "n", 1) <= MAX_N:
         raise ConfigError(f"--n must be between 1 and {MAX_N}.")
+    _check_text(args)
+    # Before anything is paid for: the images must have somewhere to go.
+    _ready_folder(args.out)
     asyncio.run(_dispatch(settings, args, out))
     return EXIT_OK
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -121,6 +122,8 @@ def test_models_drops_a_model_on_its_shutdown_day(
             "error: python -m bot imagine: the following arguments are required: prompt",
         ),
         (["--provider", "mock", "imagine", "x", "--n", "0"], "error: --n must be between 1 and 10."),
+        (["--provider", "mock", "imagine", "a \udcff fox"], "error: The prompt is not valid UTF-8 text"),
+        (["--provider", "mock", "vary", "--image", "/dev/zero"], "error: /dev/zero is over 64 MB"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], expected: str) -> None:
@@ -130,6 +133,19 @@ def test_bad_input_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], ar
     assert len(err.splitlines()) == 1, err
     assert err.startswith(expected)
     assert "Traceback" not in err
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--out naming a file: one line, exit 2, and no job made (so nothing paid for and lost)."""
+    (tmp_path / "fox.png").write_bytes(b"not a folder")
+    code, _, err = run(capsys, "--provider", "mock", "imagine", "a fox", "--out", "fox.png")
+    assert (code, err) == (2, "error: --out fox.png is a file, not a folder.\n")
+    assert (
+        not (tmp_path / "data" / "easel.db").exists()
+        or not sqlite3.connect(tmp_path / "data" / "easel.db").execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+    )
 
 
 def test_not_an_image_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
