@@ -648,10 +648,13 @@ class Studio:
         factor: float | None = None,
         direction: Direction | None = None,
         model: str | None = None,
+        quality: str | None = None,
         parent: tuple[int, int] | None = None,
         on_queue: QueueHandler | None = None,
+        on_plan: PlanHandler | None = None,
     ) -> JobOutcome:
-        """Zoom out by `factor` or pan in `direction`, painting the new area."""
+        """Zoom out by `factor` or pan in `direction`, painting the new area (at `quality`: the source's, so a
+        low-quality image is not extended at the model's dearest default)."""
         instruction = prompt or OUTPAINT_PROMPT
         fallback = self._fallback("outpaint", who, model, instruction, 1)
         spec = await self._model(model, fallback)
@@ -659,10 +662,21 @@ class Studio:
             fallback, lambda: prepare_outpaint(image.data, spec, factor=factor, direction=direction)
         )
         req = EditRequest(
-            prompt=instruction, images=ready.images, mask=ready.mask, model=spec.name, size=ready.size, user=who.user_id
+            prompt=instruction,
+            images=ready.images,
+            mask=ready.mask,
+            model=spec.name,
+            size=ready.size,
+            quality=quality if quality in spec.qualities else None,
+            user=who.user_id,
         )
         outcome = await self.run(
-            lambda: self.plan_edit(req, kind="outpaint"), who, fallback=fallback, parent=parent, on_queue=on_queue
+            lambda: self.plan_edit(req, kind="outpaint"),
+            who,
+            fallback=fallback,
+            parent=parent,
+            on_queue=on_queue,
+            on_plan=on_plan,
         )
         return dataclasses.replace(outcome, notes=ready.notes)
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Self, TypeVar, cast
 
 import discord
@@ -71,6 +71,9 @@ class Prices:
     reroll: int | None = 0
     remix: int | None = 0
     outpaint: int | None = 0
+    """Zoom and pan: None leaves them out; each button's own price is in `outpaint_each` when known."""
+    outpaint_each: Mapping[str, int] = field(default_factory=dict)
+    """Each zoom factor's and pan direction's price (keys "15", "20", "left", ...): their canvases differ."""
 
 
 def priced(label: str, price: int | None) -> str:
@@ -252,10 +255,15 @@ def _chunks(indices: Sequence[int]) -> Iterator[Sequence[int]]:
         yield indices[start : start + PER_ROW]
 
 
-def _outpaint_rows(job_id: int, index: int, price: int) -> list[list[discord.ui.Item[Any]]]:
-    """The zoom row and the pan row for one image."""
-    zoom: list[discord.ui.Item[Any]] = [ZoomButton(job_id, index, factor, price=price) for factor in ZOOM_FACTORS]
-    pan: list[discord.ui.Item[Any]] = [PanButton(job_id, index, direction, price=price) for direction in PAN_ARROWS]
+def _outpaint_rows(job_id: int, index: int, prices: Prices) -> list[list[discord.ui.Item[Any]]]:
+    """The zoom row and the pan row for one image, each button with its own price."""
+    each, price = prices.outpaint_each, prices.outpaint
+    zoom: list[discord.ui.Item[Any]] = [
+        ZoomButton(job_id, index, factor, price=each.get(factor, price)) for factor in ZOOM_FACTORS
+    ]
+    pan: list[discord.ui.Item[Any]] = [
+        PanButton(job_id, index, direction, price=each.get(direction, price)) for direction in PAN_ARROWS
+    ]
     return [zoom, pan]
 
 
@@ -299,7 +307,7 @@ def result_view(job_id: int, n: int, prices: Prices) -> discord.ui.View:
         vary = [VaryButton(job_id, 0, price=prices.vary, alone=True)] if prices.vary is not None else []
         rows: list[list[discord.ui.Item[Any]]] = [[*vary, *again]]
         if prices.outpaint is not None:
-            rows += _outpaint_rows(job_id, 0, prices.outpaint)
+            rows += _outpaint_rows(job_id, 0, prices)
         return _view(rows)
     return _view([*picks, *varies, again])
 
@@ -310,7 +318,7 @@ def image_view(job_id: int, index: int, prices: Prices) -> discord.ui.View:
     if prices.vary is not None:
         rows.append([VaryButton(job_id, index, price=prices.vary, alone=True)])
     if prices.outpaint is not None:
-        rows += _outpaint_rows(job_id, index, prices.outpaint)
+        rows += _outpaint_rows(job_id, index, prices)
     return _view(rows)
 
 
@@ -517,8 +525,10 @@ class Actions:
                 factor=factor,
                 direction=direction,
                 model=self._renderer.edit_model(job.model),
+                quality=job.quality,
                 parent=(job_id, index),
                 on_queue=hooks.on_queue,
+                on_plan=self._renderer.announcer(interaction, who),
             )
 
         await self._renderer.run(interaction, who, work, private=private, headline=headline)

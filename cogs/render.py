@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import io
@@ -52,6 +53,7 @@ from bot.api.types import EditRequest, GeneratedImage, InputImage, PartialImage,
 from bot.config import Settings
 from bot.errors import EaselError, ImageGone
 from bot.imaging.fit import DISCORD_MAX_BYTES, DISCORD_MAX_FILES, FittedFile
+from bot.imaging.outpaint import Direction, plan_geometry
 from bot.imaging.pool import ImageWorkers
 from bot.inflight import InFlight
 from bot.jobs import (
@@ -72,7 +74,7 @@ from bot.queue import QueueUpdate
 from bot.store.images import ImageStore, extension
 from bot.store.ledger import BudgetStatus, JobDraft, JobRecord, Ledger, describe_budget
 from cogs.allowance import EditAllowance, allowance
-from cogs.buttons import NO_JOB, Prices, image_view, result_view
+from cogs.buttons import NO_JOB, PAN_ARROWS, ZOOM_FACTORS, Prices, image_view, result_view
 from cogs.cancel import QueueWatch
 from cogs.errors import SENT_BY_DM, UNDELIVERED, friendly, is_users_fault
 from cogs.first import ALREADY_ACKNOWLEDGED, FirstAnswers, mark_deferred
@@ -364,19 +366,45 @@ class Renderer:
         if job is None:
             return Prices(vary=None, reroll=None, remix=None, outpaint=None)
         vary = outpaint = None
+        each: dict[str, int] = {}
         if image is not None:
             source = _input(image)
             vary_req = VaryRequest(image=source, model=self.vary_model(job.model), n=1, quality=job.quality)
             vary = self._estimate(lambda: self._studio.plan_vary(vary_req))
             edit_req = EditRequest(prompt=OUTPAINT_PROMPT, images=(source,), model=self.edit_model(job.model))
             outpaint = self._estimate(lambda: self._studio.plan_edit(edit_req, kind="outpaint"))
+            if outpaint is not None:
+                each = self._outpaint_prices(job, image, edit_req)
         reroll = remix = None
         if job.kind == "generate":
             again = generate_again(job)
             reroll = remix = self._estimate(lambda: self._studio.plan_generate(again))
         elif job.kind == "vary" and job.parent_job is not None:
             reroll = vary
-        return Prices(vary=vary, reroll=reroll, remix=remix, outpaint=outpaint)
+        return Prices(vary=vary, reroll=reroll, remix=remix, outpaint=outpaint, outpaint_each=each)
+
+    def _outpaint_prices(self, job: JobRecord, image: GeneratedImage, req: EditRequest) -> dict[str, int]:
+        """Each zoom's and pan's price, for the canvas it paints and at the job's quality, as it will be run."""
+        try:
+            spec = self._studio.images.model(req.model)
+        except EaselError:
+            return {}
+        quality = job.quality if job.quality in spec.qualities else None
+        prices: dict[str, int] = {}
+        steps: list[tuple[str, float | None, Direction | None]] = [
+            *((key, factor, None) for key, factor in ZOOM_FACTORS.items()),
+            *((direction, None, direction) for direction in PAN_ARROWS),
+        ]
+        for key, factor, direction in steps:
+            try:
+                geometry = plan_geometry(image.width, image.height, spec, factor=factor, direction=direction)
+            except (EaselError, ValueError):
+                continue
+            sized = dataclasses.replace(req, model=spec.name, size=geometry.size, quality=quality)
+            price = self._estimate(functools.partial(self._studio.plan_edit, sized, kind="outpaint"))
+            if price is not None:
+                prices[key] = price
+        return prices
 
     @staticmethod
     def _estimate(make_plan: Callable[[], Plan]) -> int | None:

@@ -18,6 +18,7 @@ from bot.api.types import GenerateRequest, PartialImage, StreamEvent
 from bot.app import EaselBot
 from bot.catalogue import ModelSpec
 from bot.config import Settings
+from bot.pricing import format_usd
 from bot.services import Core, open_core
 from cogs.errors import SENT_BY_DM, UNDELIVERED
 from cogs.render import PreviewUpdater, estimate_line
@@ -225,9 +226,17 @@ async def test_buttons_show_what_a_click_costs(settings: Settings) -> None:
             assert first[1:] == ["🔄 Re-roll · $0.0060", "✏️ Remix · $0.0060"]
             assert re.fullmatch(r"🔍 Zoom out 1\.5x · \$0\.\d+", zoom[0])
             assert re.fullmatch(r"🔍 Zoom out 2x · \$0\.\d+", zoom[1])
-            price = zoom[0].rpartition(" · ")[2]
-            assert pan == [f"⬅️ Left · {price}", f"➡️ Right · {price}", f"⬆️ Up · {price}", f"⬇️ Down · {price}"]
+            assert [label.partition(" · ")[0] for label in pan] == ["⬅️ Left", "➡️ Right", "⬆️ Up", "⬇️ Down"]
             assert fields(message)["Budget"].startswith("$1.00 left of your daily budget, resets <t:")
+            # Each zoom and pan paints its own canvas: the label is what that click reserves, at the job's quality.
+            for job_id, (label, custom_id) in enumerate(
+                [(zoom[1], "easel:zoom:1:0:20"), (pan[0], "easel:pan:1:0:left")], start=2
+            ):
+                await alice.click(message, custom_id=custom_id)
+                job = await bot.core.ledger.job(job_id)
+                assert job is not None
+                assert (job.kind, job.quality) == ("outpaint", "low")
+                assert label.rpartition(" · ")[2] == format_usd(job.estimate)
     finally:
         await bot.close()
 
