@@ -325,6 +325,10 @@ class Renderer:
         """The estimate shown for each interaction whose job is running, for its place-in-line updates."""
         self._estimates: dict[int, asyncio.Task[None]] = {}
         """Each reply's estimate edit, while the job goes on without waiting for Discord to answer it."""
+        self._running: set[int] = set()
+        """Interactions whose job `run` is handling."""
+        self._reply_ids: dict[int, int] = {}
+        """The reply's message id of each running job, once an edit returned it (see `_remove_stale_reply`)."""
 
     @classmethod
     def of(cls, bot: EaselBot) -> Renderer:
@@ -419,9 +423,13 @@ class Renderer:
         """Show `text` in the reply (the deferred "thinking…" message); a failure here only gets logged."""
         await self.pacer.turn()
         try:
-            await interaction.edit_original_response(content=text)
+            message = await interaction.edit_original_response(content=text)
         except discord.HTTPException as exc:
             log.debug("could not show progress: %s", exc)
+            return
+        # Remembered while the job runs: once the token has expired, the reply is only reachable by its id.
+        if interaction.id in self._running:
+            self._reply_ids[interaction.id] = message.id
 
     async def announce(
         self, interaction: discord.Interaction[Any], make_plan: Callable[[], Plan], who: Requester
@@ -514,6 +522,22 @@ class Renderer:
         deliver its outcome; any failure becomes one private sentence.
 
         The caller has deferred already (`defer`); the work after it waits until no defer is on its way."""
+        self._running.add(interaction.id)
+        try:
+            return await self._run(interaction, who, work, private=private, headline=headline)
+        finally:
+            self._running.discard(interaction.id)
+            self._reply_ids.pop(interaction.id, None)
+
+    async def _run(
+        self,
+        interaction: discord.Interaction[Any],
+        who: Requester,
+        work: Work,
+        *,
+        private: bool,
+        headline: str | None,
+    ) -> discord.Message | None:
         async with self.in_flight.track():
             await self.pacer.defers.quiet()
             await self.pacer.turn()
@@ -809,7 +833,23 @@ class Renderer:
                 if not _expired_token(error):
                     raise
                 log.info("interaction %s can no longer be answered (%s); posting elsewhere", interaction.id, error)
-        return await self._post_elsewhere(interaction, uploads, embed=embed, view=view, private=private)
+        message = await self._post_elsewhere(interaction, uploads, embed=embed, view=view, private=private)
+        if not private:
+            await self._remove_stale_reply(interaction)
+        return message
+
+    async def _remove_stale_reply(self, interaction: discord.Interaction[Any]) -> None:
+        """Delete the reply a result posted elsewhere leaves behind (its estimate, a stale preview, a Cancel
+        button that no longer cancels), through the channel: the interaction's token has expired."""
+        reply_id = self._reply_ids.get(interaction.id)
+        channel = interaction.channel
+        if reply_id is None or not isinstance(channel, discord.abc.Messageable | discord.PartialMessageable):
+            return
+        get = getattr(channel, "get_partial_message", None)
+        if get is None:
+            return
+        with contextlib.suppress(discord.HTTPException):
+            await get(reply_id).delete()
 
     async def _post_elsewhere(
         self,

@@ -294,15 +294,18 @@ async def test_a_result_after_the_token_expired_is_posted_in_the_channel(setting
             await ready(bot)
             channel, alice = world(env)
             result = await alice.slash(channel, "imagine", prompt="a patient fox")
+            original = result.response
+            assert original is not None
             await env.advance_time(16 * 60)
 
-            posted, original = channel.last_message, result.response
+            posted = channel.last_message
             assert posted is not None
-            assert original is not None
             assert posted.id != original.id
             assert posted.content.startswith(f"<@{alice.id}> here is your result")
             assert [attachment.filename for attachment in posted.attachments] == ["easel-1-1.png"]
             assert await bot.core.image_store.find_by_message(posted.id) == [(1, 0)]
+            # The reply the token can no longer edit (its estimate, a stale preview) is removed, not left behind.
+            assert [message.id for message in channel.history()] == [posted.id]
     finally:
         await bot.close()
 
