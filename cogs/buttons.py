@@ -325,9 +325,12 @@ def image_view(job_id: int, index: int, prices: Prices) -> discord.ui.View:
 def remix_form(job: JobRecord) -> discord.ui.Modal:
     """The remix form, prefilled with the job's prompt. It is never kept in memory (see `Actions.open_remix`)."""
     form = discord.ui.Modal(title="Remix: edit the prompt", custom_id=f"easel:remix-form:{job.id}", timeout=None)
+    # A form's text holds 4,000 characters and /imagine takes more: the label says so, and an unchanged
+    # submission keeps the whole prompt (`remixed_prompt`).
+    cut = len(job.prompt) > TEXT_INPUT_MAX
     form.add_item(
         discord.ui.TextInput(
-            label="Prompt",
+            label=f"Prompt (first {TEXT_INPUT_MAX:,} of {len(job.prompt):,} characters)" if cut else "Prompt",
             custom_id=PROMPT_INPUT,
             style=discord.TextStyle.paragraph,
             default=job.prompt[:TEXT_INPUT_MAX],
@@ -336,6 +339,14 @@ def remix_form(job: JobRecord) -> discord.ui.Modal:
         )
     )
     return form
+
+
+def remixed_prompt(job: JobRecord, submitted: str) -> str:
+    """The prompt a remix form's submission asks for: the job's whole prompt when its shown start came back
+    unchanged (the form could not hold all of it), else what was typed."""
+    if len(job.prompt) > TEXT_INPUT_MAX and submitted == job.prompt[:TEXT_INPUT_MAX]:
+        return job.prompt
+    return submitted
 
 
 def submitted_text(components: Any, custom_id: str) -> str | None:
@@ -487,7 +498,7 @@ class Actions:
 
         async def work(hooks: Hooks) -> JobOutcome:
             job = await self._job(job_id)
-            return await self._generate(interaction, who, job, prompt, hooks)
+            return await self._generate(interaction, who, job, remixed_prompt(job, prompt), hooks)
 
         await self._renderer.run(interaction, who, work, private=private, headline=f"✏️ Remix of job {job_id}")
         return True

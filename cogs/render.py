@@ -649,7 +649,7 @@ class Renderer:
         shown = uploads[0] if count == 1 else None
         reactions = not private
         embed = await self._result_embed(
-            outcome, job, who, budget=budget, headline=headline, image=shown, omitted=omitted, reactions=reactions
+            outcome, job, budget=budget, headline=headline, image=shown, omitted=omitted, reactions=reactions
         )
         view = result_view(outcome.job_id, count, self.prices(job, images[0] if images else None))
         await self.pacer.turn()
@@ -717,7 +717,6 @@ class Renderer:
         self,
         outcome: JobOutcome,
         job: JobRecord | None,
-        who: Requester,
         *,
         budget: str,
         headline: str | None,
@@ -728,8 +727,9 @@ class Renderer:
         result = outcome.result
         prompt = job.prompt if job is not None else ""
         count = len(result.images)
-        owner = f" for {who_name}" if (who_name := self._who_name(who)) else ""
-        title = headline or ("🎨 An image" if count == 1 else f"🎨 {count} images") + owner
+        # No "for <@member>": Discord shows a mention in an embed's title as its raw text. The reply already
+        # names who asked (and a result posted elsewhere mentions them in its text).
+        title = headline or ("🎨 An image" if count == 1 else f"🎨 {count} images")
         embed = discord.Embed(
             title=clip(title, TITLE_MAX),
             description=await self.describe(job),
@@ -786,11 +786,6 @@ class Renderer:
                 return job.prompt
             next_id = job.parent_job
         return ""
-
-    @staticmethod
-    def _who_name(who: Requester) -> str:
-        """A mention-free way to name the requester in a public title (their id stays out of it)."""
-        return "" if who.user_id in ("", "cli") else f"<@{who.user_id}>"
 
     async def _budget(self, who: Requester, model: str) -> str:
         """The member's tightest budget after this job: what is left and when it resets.

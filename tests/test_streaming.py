@@ -640,3 +640,16 @@ async def test_done_marker_after_completed_is_ignored(
     respx_mock.post(GEN_URL).mock(return_value=stream_response(completed(), sse(None, "[DONE]")))
     events = await collect(provider.stream_generate(spec, REQ))
     assert isinstance(events[-1], Completed)
+
+
+async def test_a_preview_arriving_after_the_last_image_is_dropped(
+    respx_mock: respx.MockRouter, provider: OpenAIProvider, spec: ModelSpec
+) -> None:
+    """The final event may come before all the previews: a late one is not shown as a next image."""
+    respx_mock.post(GEN_URL).mock(
+        return_value=stream_response(partial(PARTIAL_0, 0), completed(FINAL), partial(PARTIAL_1, 1))
+    )
+    events: list[StreamEvent] = []
+    await collect(provider.stream_generate(spec, GenerateRequest(prompt="x", n=1, partial_images=2)), events)
+    assert [(e.index, e.sequence) for e in events if isinstance(e, PartialImage)] == [(0, 0)]
+    assert isinstance(events[-1], Completed)

@@ -580,3 +580,20 @@ def test_mask_over_4_mb_is_refused_even_for_gpt_models(catalogue: Catalogue) -> 
     big_mask = InputImage(b"\x89PNG\r\n\x1a\n" + b"\0" * (4 * 1024 * 1024 + 1), "mask.png")
     with pytest.raises(BadImage, match=r"^The mask is 4\.0 MB; gpt-image-2 takes at most 4 MB: use a smaller mask\.$"):
         checker.input_image(catalogue.get("gpt-image-2"), big_mask, "mask")
+
+
+def test_sizes_are_ascii_digits_sent_as_the_api_writes_them(checker: RequestChecker, catalogue: Catalogue) -> None:
+    """Full-width digits are no size (int() reads them, the API does not); leading zeros are sent without."""
+    spec = catalogue.get("gpt-image-2")
+    assert not spec.size_allowed("１５３６x１０２４")
+    refused(checker, catalogue, "generate", "gpt-image-2", InvalidOption, size="１５３６x１０２４")
+    checked = checker.generate(spec, GenerateRequest(prompt="a fox", size="01536x01024"))
+    assert checked.size == "1536x1024"
+
+
+def test_a_transparent_background_needs_png_or_webp(checker: RequestChecker, catalogue: Catalogue) -> None:
+    """As the reference says, whatever formats a model offers (gif included)."""
+    for fmt in ("jpeg", "gif"):
+        spec = dataclasses.replace(catalogue.get("gpt-image-2"), output_formats=("png", "jpeg", "webp", "gif"))
+        with pytest.raises(InvalidOption, match="needs png or webp"):
+            checker.generate(spec, GenerateRequest(prompt="x", background="transparent", output_format=fmt))

@@ -259,10 +259,10 @@ class OpenAIProvider:
     # -- streaming ----------------------------------------------------------------------------------
 
     def stream_generate(self, spec: ModelSpec, req: GenerateRequest) -> AsyncGenerator[StreamEvent, None]:
-        return self._stream(spec, "generations", json_body=self._generate_body(spec, req, stream=True))
+        return self._stream(spec, "generations", json_body=self._generate_body(spec, req, stream=True), n=req.n)
 
     def stream_edit(self, spec: ModelSpec, req: EditRequest) -> AsyncGenerator[StreamEvent, None]:
-        return self._stream(spec, "edits", form=self._edit_form(spec, req, stream=True))
+        return self._stream(spec, "edits", form=self._edit_form(spec, req, stream=True), n=req.n)
 
     async def _stream(
         self,
@@ -271,6 +271,7 @@ class OpenAIProvider:
         *,
         json_body: object = None,
         form: tuple[FormFields, Files] | None = None,
+        n: int = 1,
     ) -> AsyncGenerator[StreamEvent, None]:
         response = await send(
             self._http,
@@ -308,6 +309,8 @@ class OpenAIProvider:
                     reported = error_from_body(None, error if isinstance(error, dict) else {}, response.headers)
                     raise reported
                 if kind.endswith(".partial_image"):
+                    if len(finals) >= n:
+                        continue  # a late preview of an image already finished ("final may arrive first")
                     blob = await asyncio.to_thread(decode.decode_b64, str(payload.get("b64_json", "")))
                     fmt = str(payload.get("output_format") or "png")
                     yield PartialImage(

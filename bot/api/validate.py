@@ -102,9 +102,10 @@ class RequestChecker:
         if size is None:
             return spec.default_size
         size = size.strip().lower()
-        if spec.size_allowed(size):
-            return size
         parsed = parse_size(size)
+        if spec.size_allowed(size):
+            # As the API writes it ("01536x01024" is 1536x1024): the request sends what was checked.
+            return f"{parsed[0]}x{parsed[1]}" if parsed is not None else size
         if parsed is None:
             examples = [s for s in spec.sizes if parse_size(s) is not None][:3]
             raise InvalidOption(
@@ -139,7 +140,7 @@ class RequestChecker:
     ) -> None:
         self._option(spec, "background", background, spec.backgrounds, "background", field="backgrounds")
         self._option(spec, "output_format", output_format, spec.output_formats, "output format", field="output_formats")
-        if background == "transparent" and output_format not in (None, "png", "webp", "gif"):
+        if background == "transparent" and output_format not in (None, "png", "webp"):
             raise InvalidOption(
                 f"A transparent background needs png or webp output, not {output_format}.", param="background"
             )

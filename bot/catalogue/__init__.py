@@ -21,7 +21,7 @@ from bot.errors import ConfigError, ModelUnavailable, quoted
 Endpoint = Literal["generate", "edit", "variations"]
 Status = Literal["active", "deprecated", "shutdown"]
 
-_SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+_SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$", re.ASCII)  # ASCII digits only: "１５３６x１０２４" is no size
 _ENDPOINTS = frozenset({"generate", "edit", "variations"})
 
 

@@ -156,6 +156,32 @@ async def test_remix_opens_a_prefilled_form_and_generates_the_edited_prompt(
     assert job.prompt == "a blue fox"
 
 
+async def test_a_remix_of_a_prompt_longer_than_the_form_keeps_it_whole(env: simcord.Env, simcord_bot: EaselBot) -> None:
+    """A form holds 4,000 characters and /imagine takes 6,000: the label says the text is cut, an unchanged
+    submission remixes the whole prompt, and an edited one uses the edit."""
+    channel, alice = world(env)
+    prompt = "a red fox " * 600  # 6,000 characters
+    result = await alice.slash(channel, "imagine", prompt=prompt)
+    assert result.response is not None
+    shown = await alice.click(result.response, custom_id="easel:remix:1")
+    assert shown.modal is not None
+    assert "first 4,000 of 6,000 characters" in str(shown.modal["components"])
+    shown_text = submitted_text(shown.modal["components"], "prompt")
+    assert shown_text == prompt[:4000]
+
+    await alice.submit_modal(shown, {"prompt": shown_text})
+    first, again = await simcord_bot.core.ledger.job(1), await simcord_bot.core.ledger.job(2)
+    assert first is not None
+    assert again is not None
+    assert len(again.prompt) > 4000
+    assert again.prompt == first.prompt
+    shown = await alice.click(result.response, custom_id="easel:remix:1")
+    await alice.submit_modal(shown, {"prompt": "a blue fox"})
+    edited = await simcord_bot.core.ledger.job(3)
+    assert edited is not None
+    assert edited.prompt == "a blue fox"
+
+
 async def test_zoom_and_pan_extend_a_single_image(env: simcord.Env, simcord_bot: EaselBot) -> None:
     """A single image offers 🔍 and arrows; zooming out 2x and panning left each run an outpaint job."""
     _, alice, message = await imagine(env, n=1)

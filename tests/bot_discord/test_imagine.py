@@ -551,3 +551,11 @@ async def test_a_refusal_never_turns_public_when_the_reply_cannot_be_finished(
     assert all("takes no style" not in m.content for m in channel.history())
     (told,) = user.dm_channel.history()
     assert told.content == "gpt-image-2 takes no style; dall-e-3 does."
+
+
+async def test_a_result_title_carries_no_raw_mention(env: simcord.Env) -> None:
+    """Discord shows a mention in an embed title as its raw text: the title names the images only."""
+    channel, alice = world(env)
+    result = await alice.slash(channel, "imagine", prompt="a red fox", n=2)
+    assert result.response is not None
+    assert result.response.embeds[0].title == "🎨 2 images"
