@@ -39,7 +39,7 @@ ALREADY_WORKING = "⏳ I'm already working on that click; your result is on its 
 SENT_BY_DM = "📬 Discord would not let me post your result here, so I sent it to you by direct message."
 UNDELIVERED = (
     "📦 Your images (job {job_id}) were made and charged, but Discord would not let me post them here or send "
-    "them to you; ask a server admin to check my permissions in this channel."
+    "them to you; ask a server admin to check my permissions in this channel and its upload limit."
 )
 """A paid result that could be posted nowhere: the member must not read that failed jobs cost nothing."""
 CANCELLED_FOR_SOMEONE = "❌ Cancelled job {job_id}; nothing was charged."
