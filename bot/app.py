@@ -37,8 +37,8 @@ from bot.services import Core, cli_lifetime, open_core
 from bot.store.ledger import utc_now
 from cogs import EXTENSIONS
 from cogs.echoes import Echoes
+from cogs.errors import answer_unhandled
 from cogs.first import FirstAnswers
-from cogs.render import answer_unhandled
 
 log = logging.getLogger(__name__)
 

@@ -173,13 +173,12 @@ def _read_image(path: Path) -> InputImage:
 
 def _check_text(args: argparse.Namespace) -> None:
     """Refuse a prompt the shell passed as bytes that are not UTF-8 (it could be neither sent nor kept)."""
-    for flag in ("prompt",):
-        value = getattr(args, flag, None)
-        if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ConfigError(f"The {flag} is not valid UTF-8 text; type it again.") from None
+    prompt = getattr(args, "prompt", None)
+    if isinstance(prompt, str):
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError("The prompt is not valid UTF-8 text; type it again.") from None
 
 
 def _ready_folder(out: Path) -> None:

@@ -37,7 +37,7 @@ from bot.jobs import JobOutcome, QueueHandler, Requester, Studio, generate_again
 from bot.pricing import format_usd
 from bot.store.images import ImageStore
 from bot.store.ledger import JobRecord, Ledger
-from cogs.errors import ALREADY_WORKING
+from cogs.errors import ALREADY_WORKING, answer_privately
 from cogs.guard import admit
 
 if TYPE_CHECKING:
@@ -396,7 +396,7 @@ def once_at_a_time(action: Click[_A, _P]) -> Click[_A, _P]:
         message_id = interaction.message.id if interaction.message is not None else 0
         key = (message_id, interaction.user.id, str(data.get("custom_id", "")))
         if key in self._clicking:
-            await self._renderer.fail(interaction, None, private=True, text=ALREADY_WORKING)
+            await answer_privately(interaction, ALREADY_WORKING, private=True)
             return
         self._clicking.add(key)
         try:

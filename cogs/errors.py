@@ -3,12 +3,17 @@
 Core errors already carry a sentence written for people (`EaselError.message`); this table adds the
 Discord-side cases and the words around them. Anything unexpected gets a generic sentence with the job id
 while the traceback goes to the log, never to the user. Keys, tokens and raw provider text never appear.
+
+`answer_privately` delivers such a sentence to the member alone whatever state the reply is in, and
+`answer_unhandled` is the command tree's last resort for an error no command answered.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -136,3 +141,36 @@ def is_users_fault(error: BaseException) -> bool:
     if isinstance(error, app_commands.CommandInvokeError):
         error = error.original
     return isinstance(error, RequestError | app_commands.CheckFailure)
+
+
+async def answer_privately(interaction: discord.Interaction[Any], text: str, *, private: bool = False) -> None:
+    """`text` for the member alone: the first answer, the private reply itself, or a private followup once a
+    public "thinking…" reply is finished and removed; by direct message when none of those can be done."""
+    try:
+        if not interaction.response.is_done():
+            await interaction.response.send_message(text, ephemeral=True)
+        elif private:
+            await interaction.edit_original_response(content=text, embed=None, attachments=[], view=None)
+        else:
+            # A public "thinking…" reply cannot become private: finish it, remove it, then answer privately.
+            # Until it is finished, Discord would turn the first followup into that public reply.
+            finished = False
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.edit_original_response(content="…", embed=None, attachments=[], view=None)
+                finished = True
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.delete_original_response()
+            if not finished:
+                raise discord.ClientException("the public reply could not be finished")
+            await interaction.followup.send(text, ephemeral=True)
+    except (discord.HTTPException, discord.ClientException) as exc:
+        log.info("could not answer interaction %s (%s); sending the sentence by direct message", interaction.id, exc)
+        with contextlib.suppress(discord.HTTPException):
+            await interaction.user.send(text)
+
+
+async def answer_unhandled(interaction: discord.Interaction[Any], error: app_commands.AppCommandError) -> None:
+    """The command tree's last resort (`CommandTree.on_error`): an error no command answered becomes one
+    private sentence (`friendly` logs an unknown one with its traceback), instead of a reply left thinking."""
+    # Whether a defer was private is not known here: finishing and removing the reply works for both.
+    await answer_privately(interaction, friendly(error))

@@ -42,12 +42,11 @@ import functools
 import io
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import discord
-from discord import app_commands
 
 from bot.api.types import EditRequest, GeneratedImage, InputImage, PartialImage, VaryRequest
 from bot.config import Settings
@@ -76,7 +75,7 @@ from bot.store.ledger import BudgetStatus, JobDraft, JobRecord, Ledger, describe
 from cogs.allowance import EditAllowance, allowance
 from cogs.buttons import NO_JOB, PAN_ARROWS, ZOOM_FACTORS, Prices, image_view, result_view
 from cogs.cancel import QueueWatch
-from cogs.errors import SENT_BY_DM, UNDELIVERED, friendly, is_users_fault
+from cogs.errors import SENT_BY_DM, UNDELIVERED, answer_privately, friendly, is_users_fault
 from cogs.first import ALREADY_ACKNOWLEDGED, FirstAnswers, mark_deferred
 
 if TYPE_CHECKING:
@@ -522,23 +521,7 @@ class Renderer:
         deliver its outcome; any failure becomes one private sentence.
 
         The caller has deferred already (`defer`); the work after it waits until no defer is on its way."""
-        self._running.add(interaction.id)
-        try:
-            return await self._run(interaction, who, work, private=private, headline=headline)
-        finally:
-            self._running.discard(interaction.id)
-            self._reply_ids.pop(interaction.id, None)
-
-    async def _run(
-        self,
-        interaction: discord.Interaction[Any],
-        who: Requester,
-        work: Work,
-        *,
-        private: bool,
-        headline: str | None,
-    ) -> discord.Message | None:
-        async with self.in_flight.track():
+        async with self._job_reply(interaction.id):
             await self.pacer.defers.quiet()
             await self.pacer.turn()
             job_id: int | None = None
@@ -580,6 +563,17 @@ class Renderer:
                 )
                 return await self._deliver_by_dm(interaction, outcome, who, private=private, headline=headline)
 
+    @contextlib.asynccontextmanager
+    async def _job_reply(self, interaction_id: int) -> AsyncIterator[None]:
+        """The enclosed job counts as in flight, and its reply's message id is kept meanwhile (`progress`)."""
+        self._running.add(interaction_id)
+        try:
+            async with self.in_flight.track():
+                yield
+        finally:
+            self._running.discard(interaction_id)
+            self._reply_ids.pop(interaction_id, None)
+
     def _queue_text(self, interaction_id: int, update: QueueUpdate) -> str:
         return queue_line(update, self._quotes.get(interaction_id))
 
@@ -616,9 +610,9 @@ class Renderer:
             message = await self._post(interaction, outcome, who, private=True, headline=headline, by_dm=True)
         except Exception as error:
             log.warning("job %d: could not send its result by direct message either (%r)", outcome.job_id, error)
-            await self.fail(interaction, error, private=private, text=UNDELIVERED.format(job_id=outcome.job_id))
+            await answer_privately(interaction, UNDELIVERED.format(job_id=outcome.job_id), private=private)
             return None
-        await self.fail(interaction, None, private=private, text=SENT_BY_DM)
+        await answer_privately(interaction, SENT_BY_DM, private=private)
         return message
 
     async def _post(
@@ -837,11 +831,8 @@ class Renderer:
         """Delete the reply a result posted elsewhere leaves behind (its estimate, a stale preview, a Cancel
         button that no longer cancels), through the channel: the interaction's token has expired."""
         reply_id = self._reply_ids.get(interaction.id)
-        channel = interaction.channel
-        if reply_id is None or not isinstance(channel, discord.abc.Messageable | discord.PartialMessageable):
-            return
-        get = getattr(channel, "get_partial_message", None)
-        if get is None:
+        get = getattr(interaction.channel, "get_partial_message", None)
+        if reply_id is None or get is None:
             return
         with contextlib.suppress(discord.HTTPException):
             await get(reply_id).delete()
@@ -896,47 +887,10 @@ class Renderer:
     async def fail(
         self,
         interaction: discord.Interaction[Any],
-        error: BaseException | None,
+        error: BaseException,
         *,
         private: bool = False,
         job_id: int | None = None,
-        text: str | None = None,
     ) -> None:
-        """Tell only the member who asked what went wrong, in one sentence from `cogs.errors.friendly` (or
-        `text`, when the caller has its own)."""
-        if text is None:
-            text = friendly(error if error is not None else RuntimeError("no error given"), job_id=job_id)
-        await answer_privately(interaction, text, private=private)
-
-
-async def answer_privately(interaction: discord.Interaction[Any], text: str, *, private: bool = False) -> None:
-    """`text` for the member alone: the first answer, the private reply itself, or a private followup once a
-    public "thinking…" reply is finished and removed; by direct message when none of those can be done."""
-    try:
-        if not interaction.response.is_done():
-            await interaction.response.send_message(text, ephemeral=True)
-        elif private:
-            await interaction.edit_original_response(content=text, embed=None, attachments=[], view=None)
-        else:
-            # A public "thinking…" reply cannot become private: finish it, remove it, then answer privately.
-            # Until it is finished, Discord would turn the first followup into that public reply.
-            finished = False
-            with contextlib.suppress(discord.HTTPException):
-                await interaction.edit_original_response(content="…", embed=None, attachments=[], view=None)
-                finished = True
-            with contextlib.suppress(discord.HTTPException):
-                await interaction.delete_original_response()
-            if not finished:
-                raise discord.ClientException("the public reply could not be finished")
-            await interaction.followup.send(text, ephemeral=True)
-    except (discord.HTTPException, discord.ClientException) as exc:
-        log.info("could not answer interaction %s (%s); sending the sentence by direct message", interaction.id, exc)
-        with contextlib.suppress(discord.HTTPException):
-            await interaction.user.send(text)
-
-
-async def answer_unhandled(interaction: discord.Interaction[Any], error: app_commands.AppCommandError) -> None:
-    """The command tree's last resort (`CommandTree.on_error`): an error no command answered becomes one
-    private sentence (`friendly` logs an unknown one with its traceback), instead of a reply left thinking."""
-    # Whether a defer was private is not known here: finishing and removing the reply works for both.
-    await answer_privately(interaction, friendly(error))
+        """Tell only the member who asked what went wrong, in one sentence from `cogs.errors.friendly`."""
+        await answer_privately(interaction, friendly(error, job_id=job_id), private=private)

