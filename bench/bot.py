@@ -94,6 +94,9 @@ class Options:
     """One case ("burst", "single" or "throughput"), or every case."""
     repeat: int = 1
     """Runs of each case, each on a fresh bot; the table shows every run's figure and how many passed."""
+    callbacks: str = "keepalive"
+    """How commands answered from their frame send their callback: "keepalive" (`bot.keepalive`, as the bot
+    does) or "aiohttp" (discord.py's session, as the bot does behind a proxy): the A/B for the lean client."""
 
 
 # --- measuring ----------------------------------------------------------------------------------------------
@@ -490,6 +493,7 @@ def instrumented(probe: Probe) -> Iterator[None]:
     import aiohttp
     import discord
 
+    import bot.keepalive as keepalive
     import cogs.render
     from bot.imaging.pool import ImageWorkers
     from bot.queue import JobQueue
@@ -551,6 +555,20 @@ def instrumented(probe: Probe) -> Iterator[None]:
 
         aiohttp.ClientRequest.write_bytes = write_bytes  # type: ignore[method-assign]
         stack.callback(setattr, aiohttp.ClientRequest, "write_bytes", original_write)
+
+        # The same for a callback sent on the bot's own kept-alive connections (bot.keepalive).
+        original_send = keepalive._Connection.send
+
+        def send(self: keepalive._Connection, request: bytes) -> asyncio.Future[keepalive.Answer]:
+            sent = original_send(self, request)
+            parts = request.split(b" ", 2)[1].split(b"/")
+            if len(parts) > 4 and parts[-4] == b"interactions" and parts[-1] == b"callback":
+                probe.defer_written.setdefault(int(parts[-3]), time.perf_counter())
+                probe.loop_cpu.append(time.thread_time())
+            return sent
+
+        keepalive._Connection.send = send  # type: ignore[method-assign]
+        stack.callback(setattr, keepalive._Connection, "send", original_send)
 
         original_parse = FirstAnswers.parse
 
@@ -860,6 +878,7 @@ async def running_bot(
                 # The gateway holds the frame parser it was given at start: hand it the instrumented one.
                 world.bot.first_answers.uninstall()
                 world.bot.first_answers.install()
+                world.bot.first_answers.keepalive = options.callbacks == "keepalive"
                 yield world
             await world.settle()
 
@@ -1148,6 +1167,8 @@ async def burst_case(count: int, drawing: DrawingProcesses, options: Options) ->
         memory.stop()
         probe = world.probe
         uploaded = world.uploaded()
+        first = world.bot.first_answers
+        early = f"{first.answered} / {first.fell_back} / {first.connections_opened}"
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     defers = probe.defer(ids)
     overheads = probe.overheads(ids)
@@ -1161,6 +1182,11 @@ async def burst_case(count: int, drawing: DrawingProcesses, options: Options) ->
             Row("… time to defer, p99", ms(p99), "≤ 50 ms", p99 <= 0.05),
             Row("… time to defer, max", ms(max(defers))),
             *defer_rows(probe, ids),
+            *(
+                [Row(f"… answered from the frame / fell back / connections opened ({options.callbacks})", early)]
+                if options.discord == "loopback"
+                else []
+            ),
             Row(
                 "… bot overhead per job (less provider and queue wait), median / p90",
                 f"{ms(statistics.median(overheads))} / {ms(percentile(overheads, 0.9))}",
@@ -1369,6 +1395,13 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=1, metavar="N", help="run each case N times, each on a fresh bot (default 1)"
     )
+    parser.add_argument(
+        "--callbacks",
+        choices=("keepalive", "aiohttp"),
+        default="keepalive",
+        help="loopback: send early callbacks on the bot's kept-alive client (default, as the bot does) or through "
+        "discord.py's aiohttp session (as behind a proxy)",
+    )
     parser.add_argument("--serve-fake", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fake:
@@ -1376,7 +1409,14 @@ def main() -> None:
         return
     if args.repeat < 1:
         parser.error("--repeat takes a count of 1 or more")
-    options = Options(quick=args.quick, profile=args.profile, discord=args.discord, only=args.only, repeat=args.repeat)
+    options = Options(
+        quick=args.quick,
+        profile=args.profile,
+        discord=args.discord,
+        only=args.only,
+        repeat=args.repeat,
+        callbacks=args.callbacks,
+    )
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("discord").setLevel(logging.ERROR)  # no voice support, no guilds intent: as intended
 

@@ -1,10 +1,10 @@
 """Answering first (`cogs.first`): a command acknowledged from its gateway frame, on a loopback Discord.
 
 The bot runs in the test's loop against `tests.fakes.discord_server.FakeDiscord` over real HTTP and a real
-websocket, so the acknowledgement goes out the way it does in production (discord.py's own aiohttp session,
-not a test harness's adapter). Each test checks what Discord receives: one type-5 callback per interaction,
-private when asked, the guard's refusal as the first answer where the guard refuses, and the usual defer
-when the early one fails.
+websocket, so the acknowledgement goes out the way it does in production (the bot's kept-alive client, or
+discord.py's own aiohttp session behind a proxy; not a test harness's adapter). Each test checks what
+Discord receives: one type-5 callback per interaction, private when asked, the guard's refusal as the first
+answer where the guard refuses, and the usual defer when the early one fails.
 """
 
 from __future__ import annotations
@@ -81,6 +81,47 @@ async def test_imagine_is_acknowledged_once_from_its_frame_then_delivered(fake: 
         assert "with_response" not in callback.query
         assert result.files
         assert bot.first_answers.answered == 1
+
+
+async def test_early_answers_share_one_kept_alive_connection(fake: FakeDiscord, tmp_path: Path) -> None:
+    """They go out on the bot's own lean client (`bot.keepalive`), as discord.py's user agent, one connection."""
+    async with running(fake, tmp_path / "data") as bot:
+        tokens = []
+        for prompt in ("a heron", "a crane"):
+            interaction_id, token = await fake.slash_command("imagine", {"prompt": prompt}, guild_id=GUILD)
+            await fake.wait_for(lambda: result_posted(fake, token), STEP_S)  # noqa: B023  # awaited here
+            tokens.append((interaction_id, token))
+
+        for interaction_id, _ in tokens:
+            [callback] = callbacks(fake, interaction_id)
+            assert callback.json == {"type": 5}
+            assert callback.user_agent == bot.http.user_agent
+        assert bot.first_answers.connections_opened == 1
+        assert bot.first_answers.answered == 2
+
+
+async def test_without_the_lean_client_early_answers_go_through_discord_py_s_session(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    async with running(fake, tmp_path / "data") as bot:
+        bot.first_answers.keepalive = False
+        interaction_id, token = await fake.slash_command("imagine", {"prompt": "a heron"}, guild_id=GUILD)
+        await fake.wait_for(lambda: result_posted(fake, token), STEP_S)
+
+        [callback] = callbacks(fake, interaction_id)
+        assert callback.json == {"type": 5}
+        assert "with_response" not in callback.query
+        assert bot.first_answers._callbacks_poster is None
+        assert bot.first_answers.answered == 1
+
+
+async def test_behind_a_proxy_early_answers_use_discord_py_s_session(fake: FakeDiscord, tmp_path: Path) -> None:
+    """The lean client has no proxy support: with discord.py's `proxy` set, the callbacks go its way."""
+    async with running(fake, tmp_path / "data") as bot:
+        assert bot.first_answers._poster(bot.http) is not None
+        bot.http.proxy = "http://proxy.internal:3128"
+        assert bot.first_answers._poster(bot.http) is None
+        bot.http.proxy = None
 
 
 async def test_a_private_imagine_is_acknowledged_privately(fake: FakeDiscord, tmp_path: Path) -> None:

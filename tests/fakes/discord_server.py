@@ -109,6 +109,7 @@ class Call:
     files: tuple[Upload, ...] = ()
     at: float = 0.0
     """When it arrived: the fake's `time.monotonic()` (its loop's time)."""
+    user_agent: str = ""
 
 
 @dataclass
@@ -298,7 +299,15 @@ class FakeDiscord:
         self.uploaded_bytes += sum(len(upload.data) for upload in files)
         if not self.keep_uploads:
             files = tuple(Upload(u.field, u.filename, u.content_type, b"") for u in files)
-        call = Call(request.method, path, dict(request.query), body, files, asyncio.get_running_loop().time())
+        call = Call(
+            request.method,
+            path,
+            dict(request.query),
+            body,
+            files,
+            asyncio.get_running_loop().time(),
+            request.headers.get("User-Agent", ""),
+        )
         self.requests.append(call)
         self._notify()
         if path.startswith("/interactions/"):
