@@ -1426,11 +1426,18 @@ def main() -> None:
 
     load_before = os.getloadavg()[0]
     before = busy_share()
-    result = asyncio.run(run(options))
+    from bot.app import new_event_loop
+
+    # The bot's own event loop (uvloop) on the loopback fake; asyncio's for simcord, which needs its timer heap,
+    # and for --profile, whose loop watch hooks into its turns.
+    factory = new_event_loop if options.discord == "loopback" and not options.profile else asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        loop_name = type(runner.get_loop()).__module__.split(".")[0]
+        result = runner.run(run(options))
     after = busy_share()
     print(
         f"Python {platform.python_version()}, discord.py {discord.__version__}, simcord {simcord.__version__}, "
-        f"Pillow {PIL.__version__}, {os.cpu_count()} CPUs, {platform.machine()}"
+        f"Pillow {PIL.__version__}, {os.cpu_count()} CPUs, {platform.machine()}, {loop_name}'s event loop"
         + f" · Discord: {LABELS[options.discord]}"
     )
     if before is not None and after is not None:

@@ -194,6 +194,8 @@ async def test_the_bot_logs_in_identifies_and_syncs_its_commands(fake: FakeDisco
     await bot.expect(fake.wait_for(lambda: fake.gateway.heartbeats, STEP_TIMEOUT_S), "a heartbeat")
     assert bot.proc.returncode is None
     assert fake.gateway.connections == 1
+    # On uvloop's event loop where it is installed (every platform but Windows), as pyproject.toml asks.
+    assert "event loop: uvloop" in bot.stderr
     assert_clean(bot, fake)
 
 
