@@ -10,35 +10,42 @@ too: ~100 µs, no better than aiohttp.
 
 `KeepAlivePoster` keeps a few connections to one origin (http or https; TLS is the standard library's,
 through asyncio) and sends one request at a time on each. It does only what a callback needs, and
-anything out of the ordinary costs it the connection, never a wrong answer:
+anything out of the ordinary costs it the connection:
 
 - the answer is the response's status and body (a body past `MAX_BODY` is cut); llhttp reads the framing
-  (Content-Length, chunked, informational responses, keep-alive), and a response it refuses, bytes nobody
-  asked for, `Connection: close` or a connection closed early end that connection;
+  (Content-Length, chunked, informational responses, keep-alive), and a response it refuses, an upgrade,
+  a second answer to one request, bytes arriving between requests, `Connection: close` or a connection
+  closed early end that connection (as with any HTTP/1.1 client, a server's second answer that arrives
+  only after the next request was written cannot be told from that request's own);
 - an interrupted request (a timeout, a cancellation, a broken connection) closes its connection, so a
   late answer can never be read as the next request's;
 - no proxies, redirects, cookies, compression or retries: the caller uses its usual client where those
   matter (`cogs.first` sends through discord.py's session when a proxy is set, and a callback that fails
   here is deferred again the usual way, where Discord's "already acknowledged" counts as done).
 
-An idle connection is reused for `IDLE_SECONDS` at most (servers close idle ones: aiohttp's own client
-gives up on them after 15 s) and at most `max_idle` are kept.
+A host's addresses are raced as aiohttp races them (happy eyeballs, through aio-libs' aiohappyeyeballs,
+which aiohttp itself uses). An idle connection is reused for `IDLE_SECONDS` at most (servers close idle
+ones: aiohttp's own client gives up on them after 15 s) and at most `max_idle` are kept.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import socket
 import ssl
 import time
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import aiohappyeyeballs
 import httptools
 
 IDLE_SECONDS = 10.0
 """Seconds an idle connection is trusted to still be open."""
+HAPPY_EYEBALLS_DELAY = 0.25
+"""Seconds before the next of a host's addresses is tried beside one that has not answered (aiohttp's delay)."""
 MAX_BODY = 1024 * 1024
 """Bytes of a response's body that are read; a longer one ends its connection."""
 
@@ -117,11 +124,16 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self.close()
-            self._fail(PostError(f"not an HTTP answer ({exc})"))
+            self._fail(PostError(f"not an HTTP answer we read ({type(exc).__name__})"))
 
     # -- the parser's side -----------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            self.reusable = False  # a second answer to one request (in the same bytes): out of step
 
     def on_body(self, body: bytes) -> None:
         if len(self._body) + len(body) <= MAX_BODY:
@@ -139,7 +151,7 @@ class _Connection(asyncio.Protocol):
         waiter, body = self._waiter, bytes(self._body)
         self._body.clear()
         if waiter is None or waiter.done():
-            self.close()  # more than one answer to one request
+            self.close()  # a second answer to one request
             return
         waiter.set_result(Answer(status, body))
 
@@ -202,8 +214,8 @@ class KeepAlivePoster:
         if self._closed:
             raise PostError("the poster is closed")
         target = self.origin.base_path + path
-        if not target.startswith("/") or not target.isascii() or any(c in target for c in " \r\n\0"):
-            raise ValueError("a request path must be printable ASCII without spaces")
+        if not target.startswith("/") or not target.isascii() or any(c <= " " or c in "\x7f?#" for c in target):
+            raise ValueError("a request path must be printable ASCII without spaces, '?' or '#'")
         request = (
             f"POST {target} HTTP/1.1\r\n".encode("ascii")
             + self._head
@@ -231,13 +243,23 @@ class KeepAlivePoster:
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         origin = self.origin
-        _, connection = await loop.create_connection(
-            _Connection,
-            origin.host,
-            origin.port,
-            ssl=self._ssl,
-            server_hostname=origin.host if self._ssl is not None else None,
+        addresses = await loop.getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM)
+        # The addresses are raced, a new one every quarter second, as aiohttp does: tried one after another,
+        # an address that drops connections (a broken IPv6 route listed first) would hold up every callback
+        # past Discord's 3 s. uvloop's create_connection has no happy_eyeballs_delay of its own.
+        sock = await aiohappyeyeballs.start_connection(
+            addresses, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY, interleave=1
         )
+        try:
+            _, connection = await loop.create_connection(
+                _Connection,
+                sock=sock,
+                ssl=self._ssl,
+                server_hostname=origin.host if self._ssl is not None else None,
+            )
+        except BaseException:
+            sock.close()
+            raise
         self.opened += 1
         return connection
 

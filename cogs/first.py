@@ -35,6 +35,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -99,9 +100,11 @@ class FirstAnswers:
     # -- the parser ------------------------------------------------------------------------------------
 
     def install(self) -> None:
-        """Take over the gateway's INTERACTION_CREATE parser (discord.py's gateway reads it from this dict)."""
+        """Take over the gateway's INTERACTION_CREATE parser (discord.py's gateway reads it from this dict), with
+        the lean client made now: its TLS context takes ~20 ms to build, not to be spent on a first interaction."""
         if self._original is not None:
             return
+        self._poster(self._bot.http)
         parsers = self._bot._connection.parsers
         self._original = parsers["INTERACTION_CREATE"]
         parsers["INTERACTION_CREATE"] = self.parse
@@ -161,8 +164,10 @@ class FirstAnswers:
                     await self._send(interaction_id, token, flags)
             except Exception as exc:
                 self.fell_back += 1
+                # aiohttp's errors quote the URL, and its path holds the interaction's token.
+                reason = repr(exc).replace(urllib.parse.quote(token, safe=""), "<token>").replace(token, "<token>")
                 log.warning(
-                    "interaction %s: the early acknowledgement failed (%r); deferring as usual", interaction_id, exc
+                    "interaction %s: the early acknowledgement failed (%s); deferring as usual", interaction_id, reason
                 )
                 return False
         self.answered += 1
@@ -170,7 +175,7 @@ class FirstAnswers:
 
     async def _send(self, interaction_id: int, token: str, flags: int) -> None:
         # Without `with_response`, Discord answers 204 and there is no message to parse.
-        path = f"/interactions/{interaction_id}/{token}/callback"
+        path = f"/interactions/{interaction_id}/{urllib.parse.quote(token, safe='')}/callback"  # as discord.py's Route
         http = self._bot.http
         poster = self._poster(http)
         if poster is not None:
@@ -243,18 +248,20 @@ class FirstAnswers:
     async def close(self) -> None:
         """Stop answering first, and let the frames already answered be built (within `CLOSE_GRACE`)."""
         self.uninstall()
-        if self._callbacks_poster is not None:
-            self._callbacks_poster.close()
         builder = self._builder
-        if builder is None or builder.done():
-            return
         try:
-            async with asyncio.timeout(CLOSE_GRACE):
-                await asyncio.shield(builder)
-        except TimeoutError:
-            builder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await builder
+            if builder is not None and not builder.done():
+                # The builder first waits for the acknowledgements on their way: the lean client stays open for them.
+                try:
+                    async with asyncio.timeout(CLOSE_GRACE):
+                        await asyncio.shield(builder)
+                except TimeoutError:
+                    builder.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await builder
+        finally:
+            if self._callbacks_poster is not None:
+                self._callbacks_poster.close()
 
 
 def mark_deferred(interaction: discord.Interaction[Any]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -111,7 +112,7 @@ async def test_without_the_lean_client_early_answers_go_through_discord_py_s_ses
         [callback] = callbacks(fake, interaction_id)
         assert callback.json == {"type": 5}
         assert "with_response" not in callback.query
-        assert bot.first_answers._callbacks_poster is None
+        assert bot.first_answers.connections_opened == 0
         assert bot.first_answers.answered == 1
 
 
@@ -122,6 +123,54 @@ async def test_behind_a_proxy_early_answers_use_discord_py_s_session(fake: FakeD
         bot.http.proxy = "http://proxy.internal:3128"
         assert bot.first_answers._poster(bot.http) is None
         bot.http.proxy = None
+
+
+@pytest.mark.parametrize("keepalive", [True, False], ids=["lean-client", "aiohttp"])
+async def test_a_failed_early_answer_never_logs_the_interactions_token(
+    fake: FakeDiscord, tmp_path: Path, caplog: pytest.LogCaptureFixture, keepalive: bool
+) -> None:
+    """aiohttp's errors quote the URL, whose path holds the token: the warning says <token> instead."""
+
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 2x4 Nope\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with running(fake, tmp_path / "data") as bot:
+        bot.first_answers.keepalive = keepalive
+        discord.http.Route.BASE = f"http://127.0.0.1:{port}/api/v10"  # `running` puts it back
+        try:
+            with caplog.at_level(logging.WARNING, logger="cogs.first"):
+                assert await bot.first_answers._ack(1234, "SECRET-interaction-token", 0) is False
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    [warning] = [record for record in caplog.records if "early acknowledgement failed" in record.getMessage()]
+    # aiohttp's error named the URL (redacted); the lean client's errors hold no path at all.
+    assert ("<token>" in warning.getMessage()) is not keepalive
+    assert "SECRET" not in caplog.text
+    assert bot.first_answers.fell_back == 1
+
+
+async def test_a_stop_lets_the_acknowledgements_on_their_way_finish_on_the_lean_client(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    """Closing while acknowledgements wait for a slot: they still go out as they are, none falls back."""
+    async with running(fake, tmp_path / "data") as bot:
+        bot.pacer.callbacks.size = 1
+        fake.callback_delay_s = 0.1
+        sent = [await fake.slash_command("imagine", {"prompt": f"heron {n}"}, guild_id=GUILD) for n in range(3)]
+        await fake.wait_for(lambda: bot.first_answers.answered >= 1 or callbacks(fake, sent[0][0]), STEP_S)
+        await bot.first_answers.close()
+
+        assert bot.first_answers.answered == 3
+        assert bot.first_answers.fell_back == 0
+        assert all(len(callbacks(fake, interaction_id)) == 1 for interaction_id, _ in sent)
+        assert bot.first_answers.connections_opened == 1
 
 
 async def test_a_private_imagine_is_acknowledged_privately(fake: FakeDiscord, tmp_path: Path) -> None:

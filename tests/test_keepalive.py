@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -166,12 +168,13 @@ async def test_an_informational_answer_is_skipped() -> None:
         b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n",
         b"HTTP/1.0 204 No Content\r\n\r\n",
         NO_CONTENT + NO_CONTENT,  # two answers to one request: the connection is out of step
+        NO_CONTENT + b"HTTP/1.1 404 Not",  # the start of a second answer, in the same bytes
     ],
-    ids=["connection-close", "http-1.0", "two-answers"],
+    ids=["connection-close", "http-1.0", "two-answers", "two-answers-partial"],
 )
 async def test_an_answer_that_ends_its_connection_is_kept_but_the_connection_is_not(answer: bytes) -> None:
     script = Script(answers=[answer])
-    async with serving(script) as base:
+    async with serving(script) as base, asyncio.timeout(5.0):  # a reused out-of-step connection would hang
         poster = KeepAlivePoster(base)
         assert await poster.post("/x", b"{}") == Answer(204)
         assert await poster.post("/y", b"{}") == Answer(204)
@@ -221,10 +224,17 @@ async def test_a_server_that_closes_before_answering_is_a_post_error_and_the_pos
 
 @pytest.mark.parametrize(
     "answer",
-    [b"SMTP is not HTTP\r\n\r\n", b"HTTP/1.1 2x4 Nope\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n"],
-    ids=["not-http", "bad-status", "bad-length"],
+    [
+        b"SMTP is not HTTP\r\n\r\n",
+        b"HTTP/1.1 2x4 Nope\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    ],
+    ids=["not-http", "bad-status", "bad-length", "upgrade"],
 )
-async def test_a_malformed_answer_is_a_post_error_and_costs_the_connection(answer: bytes) -> None:
+async def test_a_malformed_answer_is_a_post_error_and_costs_the_connection(
+    answer: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
     script = Script(answers=[answer])
     async with serving(script) as base:
         poster = KeepAlivePoster(base)
@@ -234,6 +244,7 @@ async def test_a_malformed_answer_is_a_post_error_and_costs_the_connection(answe
         poster.close()
 
     assert [r.connection for r in script.received] == [0, 1]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "nothing escaped to the loop's handler"
 
 
 async def test_an_interrupted_request_closes_its_connection_so_a_late_answer_is_never_read_as_the_next() -> None:
@@ -318,6 +329,44 @@ async def test_over_tls() -> None:
     assert poster.origin.host_header == base.removeprefix("https://").removesuffix("/api/v10")
 
 
+async def test_a_host_address_that_drops_connections_is_raced_past(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Happy eyeballs: the first address never answers (a full accept queue drops the SYNs, as a broken
+    IPv6 route listed first would); the next one is tried beside it after a quarter second."""
+    script = Script()
+    async with serving(script) as base:
+        port = int(base.split(":")[2].split("/")[0])
+        with socket.socket() as hole:
+            hole.bind(("127.0.0.2", port))
+            hole.listen(0)
+            fillers = [socket.socket() for _ in range(3)]
+            try:
+                for filler in fillers:
+                    filler.setblocking(False)
+                    filler.connect_ex(("127.0.0.2", port))
+                await asyncio.sleep(0.1)
+                loop = asyncio.get_running_loop()
+
+                async def two_addresses(host: str, port: int, **_: object) -> list[tuple[object, ...]]:
+                    assert host == "discord.example"
+                    return [
+                        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", port)),
+                        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+                    ]
+
+                monkeypatch.setattr(loop, "getaddrinfo", two_addresses)
+                poster = KeepAlivePoster(f"http://discord.example:{port}/api/v10")
+                # Tried one after another, the first address would hold the request for the kernel's SYN
+                # retries (a second, then three more, ...): far past this bound.
+                async with asyncio.timeout(2.0):
+                    assert await poster.post("/x", b"{}") == Answer(204)
+                poster.close()
+            finally:
+                for filler in fillers:
+                    filler.close()
+
+    assert "Host: discord.example:" in script.received[0].head
+
+
 def test_origin_and_host_header() -> None:
     assert Origin.parse("https://discord.com/api/v10/") == Origin("https", "discord.com", 443, "/api/v10")
     assert Origin.parse("https://discord.com/api/v10").host_header == "discord.com"
@@ -333,6 +382,6 @@ async def test_line_breaks_in_headers_or_paths_are_refused() -> None:
     with pytest.raises(ValueError, match="line break"):
         KeepAlivePoster("http://127.0.0.1:9", headers={"User-Agent": "easel\r\nX-Injected: 1"})
     poster = KeepAlivePoster("http://127.0.0.1:9")
-    for path in ("/a b", "/a\r\nX: 1", "/é"):
+    for path in ("/a b", "/a\r\nX: 1", "/é", "/a\tb", "/a\x7fb", "/a?b", "/a#b"):
         with pytest.raises(ValueError, match="printable ASCII"):
             await poster.post(path, b"{}")
