@@ -32,22 +32,30 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ipaddress
 import socket
 import ssl
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import aiohappyeyeballs
 import httptools
 
 IDLE_SECONDS = 10.0
 """Seconds an idle connection is trusted to still be open."""
+DNS_SECONDS = 10.0
+"""Seconds a host name's addresses are kept (aiohttp's own default)."""
 HAPPY_EYEBALLS_DELAY = 0.25
 """Seconds before the next of a host's addresses is tried beside one that has not answered (aiohttp's delay)."""
 MAX_BODY = 1024 * 1024
 """Bytes of a response's body that are read; a longer one ends its connection."""
+
+
+AddressInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]
+"""One of `getaddrinfo`'s answers."""
 
 
 class PostError(Exception):
@@ -182,6 +190,10 @@ class _Connection(asyncio.Protocol):
             self._waiter.set_exception(error)
 
 
+def _failed(lookup: asyncio.Future[Any]) -> bool:
+    return lookup.done() and (lookup.cancelled() or lookup.exception() is not None)
+
+
 class KeepAlivePoster:
     """POSTs to one origin, each on a kept-alive connection of its own while it runs; see the module's doc."""
 
@@ -206,6 +218,8 @@ class KeepAlivePoster:
         self._head = "".join(f"{name}: {value}\r\n" for name, value in fixed.items()).encode("latin-1")
         self._idle: collections.deque[_Connection] = collections.deque()
         self._closed = False
+        self._resolved: tuple[float, asyncio.Future[Any]] | None = None
+        """When the host's name was last looked up, and the lookup."""
         self.opened = 0
         """Connections opened so far (for the tests and the bench)."""
 
@@ -243,7 +257,7 @@ class KeepAlivePoster:
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         origin = self.origin
-        addresses = await loop.getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM)
+        addresses = await self._addresses(loop)
         # The addresses are raced, a new one every quarter second, as aiohttp does: tried one after another,
         # an address that drops connections (a broken IPv6 route listed first) would hold up every callback
         # past Discord's 3 s. uvloop's create_connection has no happy_eyeballs_delay of its own.
@@ -262,6 +276,30 @@ class KeepAlivePoster:
             raise
         self.opened += 1
         return connection
+
+    async def _addresses(self, loop: asyncio.AbstractEventLoop) -> Sequence[AddressInfo]:
+        """The host's addresses: an IP literal as it is, a name resolved at most every `DNS_SECONDS` (a burst
+        opens its connections together; each resolving on its own would be a thread hop each)."""
+        origin = self.origin
+        try:
+            ip = ipaddress.ip_address(origin.host)
+        except ValueError:
+            pass
+        else:
+            family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+            return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (origin.host, origin.port))]
+        now = time.monotonic()
+        entry = self._resolved
+        if entry is None or now - entry[0] >= DNS_SECONDS or _failed(entry[1]):
+            # One lookup, shared by every connection opened meanwhile (a burst opens a dozen at once).
+            lookup: asyncio.Future[Any] = asyncio.ensure_future(
+                loop.getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM)
+            )
+            entry = self._resolved = (now, lookup)
+        addresses: list[AddressInfo] = await asyncio.shield(entry[1])  # one caller's cancel is its own
+        if not addresses:
+            raise OSError(f"no address for {origin.host}")
+        return addresses
 
     def _give_back(self, connection: _Connection) -> None:
         if self._closed or not (connection.open and connection.reusable) or len(self._idle) >= self.max_idle:

@@ -367,6 +367,52 @@ async def test_a_host_address_that_drops_connections_is_raced_past(monkeypatch: 
     assert "Host: discord.example:" in script.received[0].head
 
 
+async def test_a_host_name_is_looked_up_once_for_the_connections_opened_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    script = Script(delay=0.05)
+    lookups: list[str] = []
+    failing = [True]
+
+    async def resolve(host: str, port: int, **_: object) -> list[tuple[object, ...]]:
+        lookups.append(host)
+        await asyncio.sleep(0.01)
+        if failing[0]:
+            failing[0] = False
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    async with serving(script) as base:
+        monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", resolve)
+        poster = KeepAlivePoster(base.replace("127.0.0.1", "discord.example"))
+        with pytest.raises(socket.gaierror):  # an OSError: the caller falls back as for any failed connection
+            await poster.post("/x", b"{}")
+        # The failed lookup is not kept: the next connections look again, once for all five.
+        assert await asyncio.gather(*(poster.post(f"/{n}", b"{}") for n in range(5))) == [Answer(204)] * 5
+        assert (poster.opened, len(lookups)) == (5, 2)
+        monkeypatch.setattr(keepalive, "IDLE_SECONDS", 0.0)
+        await poster.post("/again", b"{}")
+        assert len(lookups) == 2, "within DNS_SECONDS, a new connection uses the addresses found"
+        monkeypatch.setattr(keepalive, "DNS_SECONDS", 0.0)
+        await poster.post("/later", b"{}")
+        assert len(lookups) == 3
+        poster.close()
+
+    assert lookups == ["discord.example"] * 3
+
+
+async def test_an_ip_address_is_not_looked_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("looked up")
+
+    script = Script()
+    async with serving(script) as base:
+        monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", refuse)
+        poster = KeepAlivePoster(base)
+        assert await poster.post("/x", b"{}") == Answer(204)
+        poster.close()
+
+
 def test_origin_and_host_header() -> None:
     assert Origin.parse("https://discord.com/api/v10/") == Origin("https", "discord.com", 443, "/api/v10")
     assert Origin.parse("https://discord.com/api/v10").host_header == "discord.com"
