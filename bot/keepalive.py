@@ -59,7 +59,8 @@ AddressInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any
 
 
 class PostError(Exception):
-    """The request got no complete answer: no connection, a connection lost early, or a malformed response."""
+    """The request got no complete answer: a connection lost early, or a response not read (failing to connect
+    is the OSError it was)."""
 
 
 @dataclass(frozen=True)
