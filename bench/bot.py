@@ -543,28 +543,27 @@ def instrumented(probe: Probe) -> Iterator[None]:
         discord.InteractionResponse.defer = functools.wraps(original_defer)(defer)  # type: ignore[method-assign]
         stack.callback(setattr, discord.InteractionResponse, "defer", original_defer)
 
-        # When the callback's bytes are in the socket: the loopback fake's own turns come after that.
-        original_write = aiohttp.ClientRequest.write_bytes
-
-        async def write_bytes(self: aiohttp.ClientRequest, *args: Any, **kwargs: Any) -> None:
-            await original_write(self, *args, **kwargs)
-            parts = self.url.path.split("/")
+        # When the callback's bytes are in the socket: the loopback fake's own turns come after that. Callbacks go
+        # through aiohttp (behind a proxy, or --callbacks aiohttp) or the bot's own kept-alive client.
+        def written(path: str) -> None:
+            parts = path.split("/")
             if len(parts) > 4 and parts[-4] == "interactions" and parts[-1] == "callback":
                 probe.defer_written.setdefault(int(parts[-3]), time.perf_counter())
                 probe.loop_cpu.append(time.thread_time())
 
+        original_write = aiohttp.ClientRequest.write_bytes
+
+        async def write_bytes(self: aiohttp.ClientRequest, *args: Any, **kwargs: Any) -> None:
+            await original_write(self, *args, **kwargs)
+            written(self.url.path)
+
         aiohttp.ClientRequest.write_bytes = write_bytes  # type: ignore[method-assign]
         stack.callback(setattr, aiohttp.ClientRequest, "write_bytes", original_write)
-
-        # The same for a callback sent on the bot's own kept-alive connections (bot.keepalive).
         original_send = keepalive._Connection.send
 
         def send(self: keepalive._Connection, request: bytes) -> asyncio.Future[keepalive.Answer]:
             sent = original_send(self, request)
-            parts = request.split(b" ", 2)[1].split(b"/")
-            if len(parts) > 4 and parts[-4] == b"interactions" and parts[-1] == b"callback":
-                probe.defer_written.setdefault(int(parts[-3]), time.perf_counter())
-                probe.loop_cpu.append(time.thread_time())
+            written(request.split(b" ", 2)[1].decode("ascii"))
             return sent
 
         keepalive._Connection.send = send  # type: ignore[method-assign]

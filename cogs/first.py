@@ -82,10 +82,10 @@ class Acknowledgement:
 class FirstAnswers:
     """The bot's INTERACTION_CREATE parser while installed: acknowledges marked commands before building them."""
 
-    def __init__(self, bot: EaselBot, pacer: Pacer, *, keepalive: bool = True) -> None:
+    def __init__(self, bot: EaselBot, pacer: Pacer) -> None:
         self._bot = bot
         self._pacer = pacer
-        self.keepalive = keepalive
+        self.keepalive = True
         """Send the callbacks on our own kept-alive connections (`bot.keepalive`) unless a proxy is set."""
         self._callbacks_poster: KeepAlivePoster | None = None
         self._original: Parser | None = None
